@@ -24,6 +24,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tardis_edge.io import atomic_write_text  # noqa: F401  (re-exported for writers of artifacts)
+
 FORMAT = "tardis-edge-artifact"
 FORMAT_VERSION = 1
 METADATA_FILE = "model.json"
@@ -88,22 +90,3 @@ class ArtifactMetadata:
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: an artifact folder written by tardis-export has {METADATA_FILE}")
         return cls.from_dict(json.loads(p.read_text()), source=str(p))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file + rename, so a reader never sees half a file."""
-    import os
-    import tempfile
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
