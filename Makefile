@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  `make demo` (the main job on the built-in default) and `make test`.
+# Both create/reuse the virtualenv in $(VENV): torch first (2.13.0 from the local wheel here; elsewhere any
+# torch >= 2.4 already importable in the venv is kept), then this package with its extras.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tardis-installed
+
+.PHONY: setup demo test test-slow cpp lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch, sys; v = tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 4))" 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The stubs' metadata depends on the real TensorRT wheel (NVIDIA's index only): install the stubs alone.
+	$(BIN)/python -m pip install --quiet --no-deps "tensorrt-stubs>=10"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m training.full
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	bash scripts/build_cpp.sh --sanitize
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)
