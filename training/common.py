@@ -1,0 +1,206 @@
+"""What every training stage shares: the run folder, logging, checkpoints (atomic, resumable), curves,
+versions/git SHA, and torchrun/DDP plumbing (rank-0 I/O)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from tardis_edge.io import atomic_torch_save, atomic_write_text
+
+LOG = logging.getLogger("tardis")
+
+
+# ---------------------------------------------------------------- distributed (torchrun)
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device | None = None) -> Dist:
+    """Join the process group when launched by ``torchrun`` (env WORLD_SIZE > 1); NCCL on CUDA, else gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if (device is not None and device.type == "cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean(value: float, d: Dist) -> float:
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / d.world_size
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device=cpu or auto")
+    return dev
+
+
+# ---------------------------------------------------------------- run folder, logging, provenance
+def git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        return sha + ("-dirty" if dirty.stdout.strip() else "") if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    import numpy
+
+    import tardis_edge
+
+    out = {
+        "tardis_edge": tardis_edge.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "git_sha": git_sha(),
+    }
+    try:
+        import cv2
+
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def setup_logging(run_dir: Path, d: Dist | None = None) -> None:
+    """Log to stderr and to ``run_dir/log.txt`` (rank 0 only writes the file)."""
+    root = logging.getLogger("tardis")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    stream = logging.StreamHandler()
+    stream.setFormatter(fmt)
+    root.addHandler(stream)
+    if d is None or d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "log.txt")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    root.propagate = False
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- stage bookkeeping
+def stage_done_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / "stages" / f"{stage}.done.json"
+
+
+def stage_is_done(run_dir: Path, stage: str) -> bool:
+    return stage_done_path(run_dir, stage).exists()
+
+
+def mark_stage_done(run_dir: Path, stage: str, summary: dict) -> None:
+    write_json(stage_done_path(run_dir, stage), {"stage": stage, "finished": time.time(), **summary})
+
+
+def read_stage_summary(run_dir: Path, stage: str) -> dict:
+    return json.loads(stage_done_path(run_dir, stage).read_text())
+
+
+# ---------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, **state: Any) -> None:
+    """Atomic ``torch.save`` of plain containers and tensors (loadable with ``weights_only=True``)."""
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a truncated/corrupt file: say which and what to do
+        raise RuntimeError(f"checkpoint {path} cannot be read ({exc}); delete it to restart that stage") from exc
+
+
+# ---------------------------------------------------------------- curves
+@dataclass
+class History:
+    """Per-epoch scalars for the PNG curves and the summary (kept in the checkpoint for resume)."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, **values: float) -> None:
+        self.rows.append({k: float(v) for k, v in values.items()})
+
+    def state(self) -> list[dict[str, float]]:
+        return list(self.rows)
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
+    """One panel per scalar (loss, metrics) against epoch, written atomically as PNG."""
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in rows[0] if k != "epoch"]
+    keys = sorted({k for r in rows for k in r if k != "epoch"}, key=lambda k: (k not in keys, k))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        pts = [(r.get("epoch", i), r[key]) for i, r in enumerate(rows) if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        if "loss" in key:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    from tardis_edge.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
