@@ -1,0 +1,226 @@
+"""Stage 1 — distillation: student + neck + 1x1 decoder regress the cached DINOv2 patch-feature maps.
+
+The teacher ran once per sample (``training.extract``); here each step warps the cached map with the same
+affine as the student's augmented crop (plus a validity mask), so geometric augmentation costs no teacher
+passes. Photometric augmentation touches the student input only. Loss: MSE masked by validity.
+
+    python -m training.distill --run=runs/x [--data=...] [--distill.epochs=30 ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tardis_edge import geometry
+from tardis_edge.augment import PhotometricConfig, photometric
+from training.common import (
+    Dist,
+    History,
+    all_reduce_mean,
+    load_checkpoint,
+    mark_stage_done,
+    plot_curves,
+    save_checkpoint,
+)
+
+LOG = logging.getLogger("tardis")
+
+
+@dataclass
+class GeometricConfig:
+    """Geometric augmentation, applied through the crop affine to image, keypoints and teacher maps alike."""
+
+    flip_prob: float = 0.5
+    rotation_deg: float = 30.0  # uniform in +-rotation_deg
+    rotation_prob: float = 0.6
+    scale_range: tuple[float, float] = (0.75, 1.35)  # >1 zooms out
+    shift_frac: float = 0.12  # uniform in +-shift_frac of the box size
+
+
+@dataclass
+class DistillConfig:
+    """Stage 1 recipe."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    normalize_targets: bool = True  # standardise teacher channels with cache-wide mean/std (MSE on comparable scales)
+    checkpoint_every_steps: int = 50  # plus one at every epoch end; a killed run resumes from the latest
+    num_workers: int = 0
+    seed: int = 0
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+
+
+def sample_augmentation(cfg: GeometricConfig, rng: np.random.Generator) -> dict:
+    """Draw one set of geometric augmentation parameters (keyword arguments of ``geometry.crop_affine``)."""
+    return {
+        "flip": bool(rng.random() < cfg.flip_prob),
+        "rotation_deg": float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)) if rng.random() < cfg.rotation_prob else 0.0,
+        "scale": float(rng.uniform(*cfg.scale_range)),
+        "shift_xy": (float(rng.uniform(-cfg.shift_frac, cfg.shift_frac)), float(rng.uniform(-cfg.shift_frac, cfg.shift_frac))),
+    }
+
+
+class DistillDataset(Dataset):
+    """Augmented student crops and the matching warped teacher maps from the feature cache."""
+
+    def __init__(
+        self,
+        samples: list,
+        cache,
+        input_wh: tuple[int, int],
+        heatmap_wh: tuple[int, int],
+        cfg: DistillConfig,
+        channel_mean: np.ndarray | None,
+        channel_std: np.ndarray | None,
+        epoch: int = 0,
+    ) -> None:
+        self.samples = samples
+        self.cache = cache
+        self.input_wh = input_wh
+        self.heatmap_wh = heatmap_wh
+        self.cfg = cfg
+        self.mean = channel_mean
+        self.std = channel_std
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        from tardis_edge.data.dataset import read_sample_image
+        from tardis_edge.feature_cache import warp_cached_features
+
+        rng = np.random.default_rng((self.cfg.seed, self.epoch, index))
+        sample = self.samples[index]
+        entry = self.cache.read(sample.sample_id)
+        box = geometry.CropBox(*[float(v) for v in entry.box])
+        aug = sample_augmentation(self.cfg.geometric, rng)
+        student_m = geometry.crop_affine(box, self.input_wh, **aug)
+        image = read_sample_image(sample)
+        crop = geometry.warp_image(image, student_m, self.input_wh)
+        crop = photometric(crop, self.cfg.photometric, rng)
+        stride = self.input_wh[0] / self.heatmap_wh[0]
+        feats, mask = warp_cached_features(
+            torch.from_numpy(np.asarray(entry.features, dtype=np.float32)),
+            entry.affine,
+            student_m,
+            out_hw=(self.heatmap_wh[1], self.heatmap_wh[0]),
+            stride=stride,
+        )
+        if self.mean is not None:
+            feats = (feats - torch.from_numpy(self.mean)[:, None, None]) / torch.from_numpy(self.std)[:, None, None]
+        return {
+            "image": torch.from_numpy(crop).permute(2, 0, 1).float(),  # (3, H, W) RGB 0..255
+            "features": feats.float(),  # (C, h, w)
+            "mask": mask.float().reshape(1, *feats.shape[-2:]),  # (1, h, w)
+        }
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over valid positions and all channels. ``pred, target (N, C, h, w)``, ``mask (N, 1, h, w)``."""
+    sq = (pred.float() - target) ** 2 * mask
+    return sq.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+def lr_at(step: int, total: int, cfg: DistillConfig | object) -> float:
+    """Linear warm-up then cosine decay to 1% (shared by both stages)."""
+    warm = getattr(cfg, "warmup_steps", 0)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def run_distill(
+    model: torch.nn.Module,
+    samples: list,
+    cache,
+    cfg: DistillConfig,
+    run_dir: Path,
+    input_wh: tuple[int, int],
+    heatmap_wh: tuple[int, int],
+    device: torch.device,
+    d: Dist,
+    model_config: dict,
+) -> dict:
+    """Train ``model`` (student + neck + decoder) to regress the cached teacher maps; resumable.
+
+    Returns:
+        A summary dict (final loss, epochs, steps, seconds).
+    """
+    from tqdm import tqdm
+
+    ckpt_path = run_dir / "distill_last.pt"
+    stats = cache.channel_stats() if cfg.normalize_targets else (None, None)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = History()
+    start_epoch, start_step = 0, 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        history.rows = list(state["history"])
+        LOG.info("stage 1: resuming from %s (epoch %d, step %d)", ckpt_path, start_epoch + 1, start_step)
+    ddp_model = model
+    if d.enabled:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+
+    steps_per_epoch = math.ceil(len(samples) / (cfg.batch_size * d.world_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    t0 = time.time()
+    last_loss = float("nan")
+    for epoch in range(start_epoch, cfg.epochs):
+        dataset = DistillDataset(samples, cache, input_wh, heatmap_wh, cfg, stats[0], stats[1], epoch=epoch)
+        # Same permutation on every rank and on resume: seeded by (seed, epoch); each rank takes its stride.
+        order = np.random.default_rng((cfg.seed, epoch, 7)).permutation(len(samples))[d.rank :: d.world_size]
+        batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+        loader = DataLoader(dataset, batch_sampler=batches[start_step:], num_workers=cfg.num_workers)
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"distill {epoch + 1}/{cfg.epochs}", disable=not d.is_main, leave=False,
+                   initial=start_step, total=len(batches))
+        for step, batch in enumerate(bar, start=start_step):
+            global_step = epoch * steps_per_epoch + step
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_at(global_step, total_steps, cfg)
+            out = ddp_model(batch["image"].to(device))
+            loss = masked_mse(out["features"], batch["features"].to(device), batch["mask"].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if d.is_main and (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < len(batches):
+                save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                                step_in_epoch=step + 1, history=history.state(), model_config=model_config)
+        start_step = 0
+        last_loss = all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), d)
+        history.add(epoch=epoch + 1, distill_loss=last_loss)
+        if d.is_main:
+            LOG.info("stage 1 epoch %d/%d: masked MSE %.4f (%.0fs)", epoch + 1, cfg.epochs, last_loss, time.time() - t0)
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                            step_in_epoch=0, history=history.state(), model_config=model_config)
+            plot_curves(history.rows, run_dir / "curves_distill.png", "stage 1: distillation")
+    if history.rows:
+        last_loss = history.rows[-1]["distill_loss"]
+    summary = {"final_loss": last_loss, "epochs": cfg.epochs, "samples": len(samples), "seconds": time.time() - t0}
+    if d.is_main:
+        save_checkpoint(run_dir / "distill_final.pt", model=model.state_dict(), model_config=model_config,
+                        history=history.state())
+        mark_stage_done(run_dir, "distill", summary)
+    return summary

@@ -1,0 +1,269 @@
+"""``python -m training.full``: the whole TARDIS-Pose recipe, top to bottom.
+
+    data -> extract (teacher features, once) -> distill (stage 1) -> keypoints (stage 2) -> evaluate
+
+With no arguments it runs the built-in default: a procedural dataset it generates (drawn animals with known
+keypoints plus unlabelled video frames) and a RANDOM-INITIALISED small DINOv2-shaped teacher (real DINOv2
+weights are a local file we cannot ship), sized to finish on a 2-core CPU in minutes. With
+``--data=PATH --teacher=PATH`` it is the real thing. Every stage is resumable: kill it and run the same
+command again; finished stages are skipped.
+
+    python -m training.full [config.yaml] [--key=value ...]
+    python -m training.full --data=../shared/data/openfield-Pranav-2018-10-30 --teacher=dinov2_vits14_pretrain.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tardis_edge.models import ModelConfig, build_model
+from training.common import (
+    Dist,
+    barrier,
+    init_distributed,
+    load_checkpoint,
+    pick_device,
+    read_stage_summary,
+    save_checkpoint,
+    setup_logging,
+    stage_is_done,
+    versions,
+    write_json,
+)
+from training.config import load_config, save_config, to_dict
+from training.distill import DistillConfig, run_distill
+from training.extract import ExtractConfig, run_extract
+from training.keypoints import KeypointsConfig, evaluate_model, run_keypoints
+
+LOG = logging.getLogger("tardis")
+
+
+@dataclass
+class DataConfig:
+    """Where the frames come from and how they are split and cropped."""
+
+    path: str | None = None  # DeepLabCut project or COCO json; None = the built-in procedural dataset
+    videos: list[str] = field(default_factory=list)  # unlabelled videos for stage 1 (default: the project's videos/)
+    frames_per_video: int = 200
+    use_project_videos: bool = True  # DeepLabCut: also take videos/* of the project as unlabelled input
+    split: str = "auto"  # auto | openfield | fraction
+    train_fraction: float = 0.8  # for split=fraction (and auto on non-openfield data): first part trains
+    input_size: int = 256
+    heatmap_size: int = 64
+
+
+@dataclass
+class FullConfig:
+    """The whole run. Sections are the stages' own configs."""
+
+    run: str = "runs/default"
+    device: str = "auto"
+    teacher: str | None = None  # a DINOv2 checkpoint (.pth); None = random teacher (clearly labelled)
+    random_teacher: str = "vits14"  # architecture of the random teacher when no checkpoint is given
+    random_teacher_depth: int = 4
+    skip_distill: bool = False  # ablation: stage 2 from a random-init student
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    keypoints: KeypointsConfig = field(default_factory=KeypointsConfig)
+
+
+def builtin_default(cfg: FullConfig) -> FullConfig:
+    """Sizes for the no-argument demo (2-core CPU, minutes): small inputs, a shallow random teacher, few epochs."""
+    cfg.model.backbone = "repvgg_a0"
+    cfg.extract.resolution = 224
+    cfg.distill.epochs = 4
+    cfg.keypoints.epochs = 12
+    cfg.keypoints.eval_every = 4
+    return cfg
+
+
+# ------------------------------------------------------------------ stages as plain functions
+def load_data(cfg: FullConfig, run_dir: Path):
+    """Labelled dataset (train/test) and the unlabelled frames for stage 1."""
+    from tardis_edge.data import load_dataset
+    from tardis_edge.data.dataset import openfield_split, split_by_index
+    from tardis_edge.data.video import sample_video_frames
+
+    if cfg.data.path is None:
+        from tardis_edge.data.synthetic import generate_synthetic_project
+
+        project = generate_synthetic_project(run_dir / "builtin-data")
+        data_path = project.root
+        LOG.info("no --data given: using the built-in procedural dataset at %s", data_path)
+    else:
+        data_path = Path(cfg.data.path)
+    dataset = load_dataset(data_path)
+    LOG.info("%s", dataset.summary)
+    split = cfg.data.split
+    if split == "auto":
+        split = "openfield" if "openfield" in str(data_path) else "fraction"
+    if split == "openfield":
+        train, test = openfield_split(dataset)
+    elif split == "fraction":
+        train, test = split_by_index(dataset, max(1, int(round(len(dataset) * cfg.data.train_fraction))))
+    else:
+        raise ValueError(f"unknown data.split {split!r}; use auto, openfield or fraction")
+    videos = [Path(v) for v in cfg.data.videos]
+    if cfg.data.use_project_videos and Path(data_path).is_dir() and (Path(data_path) / "videos").is_dir():
+        videos += sorted(p for p in (Path(data_path) / "videos").iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mov"))
+    unlabelled = []
+    for v in videos:
+        unlabelled += sample_video_frames(v, cfg.data.frames_per_video)
+    LOG.info("split: %d train / %d test labelled samples; %d unlabelled frames from %d videos",
+             len(train), len(test), len(unlabelled), len(videos))
+    return dataset, train, test, unlabelled
+
+
+def stage_extract(cfg: FullConfig, run_dir: Path, samples: list, device: torch.device):
+    """Teacher features for every stage-1 crop, cached on disk (skipped when the cache is complete)."""
+    cfg.extract.cache = str(run_dir / "teacher_cache")
+    return run_extract(cfg.extract, samples, teacher_path=cfg.teacher, random_variant=cfg.random_teacher,
+                       random_depth=cfg.random_teacher_depth, device=device)
+
+
+def stage_distill(cfg: FullConfig, run_dir: Path, samples: list, cache, device: torch.device, d: Dist):
+    cfg.model.teacher_channels = cache.channels
+    model = build_model(cfg.model, stage="distill")
+    wh = (cfg.data.input_size, cfg.data.input_size)
+    hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
+    return run_distill(model, samples, cache, cfg.distill, run_dir, wh, hm, device, d, to_dict(cfg.model))
+
+
+def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device: torch.device, d: Dist):
+    from tardis_edge.data.dataset import few_shot
+
+    cfg.model.num_keypoints = dataset.schema.num_keypoints
+    model = build_model(cfg.model, stage="keypoints")
+    if not cfg.skip_distill:
+        state = load_checkpoint(run_dir / "distill_final.pt")["model"]
+        missing = model.load_encoder_state(state)
+        LOG.info("stage 2 starts from the stage-1 encoder (%d tensors not loaded: head)", len(missing))
+    else:
+        LOG.info("stage 2 from a random-init student (stage 1 skipped)")
+    train_samples = list(train.samples)
+    if cfg.keypoints.few_shot_per_category > 0:
+        subset = few_shot(train, cfg.keypoints.few_shot_per_category, cfg.keypoints.seed)
+        LOG.info("few-shot: %s", subset.summary)
+        train_samples = list(subset.samples)
+    train_samples = [s for s in train_samples if s.labelled]
+    wh = (cfg.data.input_size, cfg.data.input_size)
+    hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
+    return run_keypoints(model, train_samples, list(test.samples), dataset.schema, cfg.keypoints, run_dir, wh, hm,
+                         device, d, to_dict(cfg.model))
+
+
+def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.device) -> dict:
+    """Best checkpoint on the test split: metrics JSON, overlay PNGs of a few frames."""
+    from training.overlays import draw_overlays
+
+    state = load_checkpoint(run_dir / "keypoints_best.pt")
+    model = build_model(cfg.model, stage="keypoints")
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    wh = (cfg.data.input_size, cfg.data.input_size)
+    metrics, kps, scores = evaluate_model(model, list(test.samples), dataset.schema, wh, cfg.keypoints.predict, device)
+    write_json(run_dir / "metrics_test.json", metrics)
+    np.savez(run_dir / "predictions_test.npz", keypoints=kps, scores=scores,
+             sample_ids=np.array([s.sample_id for s in test.samples]))
+    draw_overlays(list(test.samples)[:6], kps[:6], scores[:6], dataset.schema, run_dir / "overlays_test.png")
+    # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
+    save_checkpoint(run_dir / "model.pt", model=model.state_dict(), model_config=to_dict(cfg.model),
+                    schema={"names": list(dataset.schema.names), "skeleton": [list(e) for e in dataset.schema.skeleton],
+                            "flip_pairs": [list(p) for p in dataset.schema.flip_pairs],
+                            "sigmas": list(dataset.schema.sigmas) if dataset.schema.sigmas else None},
+                    input_size=cfg.data.input_size, heatmap_size=cfg.data.heatmap_size,
+                    predict=to_dict(cfg.keypoints.predict), versions=versions())
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.full",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any config field can be overridden: --distill.epochs=10 --model.backbone=resnet18 (see the run's config.yaml).",
+    )
+    parser.add_argument("config", nargs="?", help="YAML config file (optional)")
+    args, overrides = parser.parse_known_args(argv)
+    defaults_for_demo = args.config is None and not any(o.lstrip("-").startswith(("data.path", "data=")) for o in overrides)
+    overrides = [o.replace("--data=", "--data.path=", 1) if o.startswith("--data=") else o for o in overrides]
+    cfg = load_config(FullConfig, args.config, overrides)
+    if defaults_for_demo:
+        cfg = load_config(FullConfig, None, None)
+        cfg = builtin_default(cfg)
+        from training.config import from_dict, merge, parse_overrides
+
+        cfg = from_dict(FullConfig, merge(to_dict(cfg), parse_overrides(overrides)))
+    return run(cfg)
+
+
+def run(cfg: FullConfig) -> int:
+    run_dir = Path(cfg.run)
+    device = pick_device(cfg.device)
+    d = init_distributed(device)
+    setup_logging(run_dir, d)
+    t0 = time.time()
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        write_json(run_dir / "versions.json", versions())
+    if cfg.teacher is None:
+        LOG.warning("teacher: RANDOM-INITIALISED %s (depth %d) — not DINOv2 features; pass --teacher=PATH for the real "
+                    "recipe", cfg.random_teacher, cfg.random_teacher_depth)
+    dataset, train, test, unlabelled = load_data(cfg, run_dir)
+    timings = {}
+    if not cfg.skip_distill:
+        t = time.time()
+        distill_samples = [s for s in train.samples] + unlabelled
+        cache = stage_extract(cfg, run_dir, distill_samples, device) if d.is_main else None
+        barrier(d)
+        if cache is None:
+            from tardis_edge.feature_cache import FeatureCache
+
+            cache = FeatureCache.open(run_dir / "teacher_cache")
+        timings["extract_s"] = time.time() - t
+        t = time.time()
+        if stage_is_done(run_dir, "distill"):
+            LOG.info("stage 1 already finished: %s", read_stage_summary(run_dir, "distill"))
+        else:
+            stage_distill(cfg, run_dir, distill_samples, cache, device, d)
+        timings["distill_s"] = time.time() - t
+    t = time.time()
+    if stage_is_done(run_dir, "keypoints"):
+        LOG.info("stage 2 already finished: %s", read_stage_summary(run_dir, "keypoints"))
+    else:
+        stage_keypoints(cfg, run_dir, dataset, train, test, device, d)
+    timings["keypoints_s"] = time.time() - t
+    if not d.is_main:
+        return 0
+    metrics = stage_evaluate(cfg, run_dir, dataset, test, device)
+    timings["total_s"] = time.time() - t0
+    summary = {
+        "run": str(run_dir),
+        "data": cfg.data.path or "built-in procedural dataset",
+        "teacher": cfg.teacher or f"RANDOM {cfg.random_teacher} depth {cfg.random_teacher_depth} (not DINOv2 weights)",
+        "stage1": "skipped" if cfg.skip_distill else "distilled",
+        "backbone": cfg.model.backbone,
+        "test_samples": len(test),
+        "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict)},
+        "timings": timings,
+        "versions": versions(),
+    }
+    write_json(run_dir / "summary.json", summary)
+    LOG.info("done in %.0fs — test metrics: %s", timings["total_s"],
+             ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items() if isinstance(v, (int, float))))
+    LOG.info("run folder: %s (summary.json, metrics_test.json, curves_*.png, overlays_test.png, model.pt)", run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

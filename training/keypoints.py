@@ -1,0 +1,266 @@
+"""Stage 2 — keypoints: the decoder is dropped and a heatmap head on the same neck learns the keypoints.
+
+Target-weighted MSE on Gaussian heatmaps (optionally + an integral soft-argmax loss through the Triton
+kernel's autograd function); modes: all labels or few-shot (N labelled images per category, seeded),
+frozen or fine-tuned encoder. Evaluation every few epochs on the held-out split, detector-free
+(whole frame, then a crop around the model's own keypoints) with flip test; the best checkpoint is kept.
+
+    python -m training.keypoints --run=runs/x [--keypoints.epochs=60 ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tardis_edge import geometry
+from tardis_edge.augment import PhotometricConfig, photometric
+from tardis_edge.codec import encode_gaussian_targets, flip_indices_from_pairs
+from training.common import (
+    Dist,
+    History,
+    all_reduce_mean,
+    load_checkpoint,
+    mark_stage_done,
+    plot_curves,
+    save_checkpoint,
+    write_json,
+)
+from training.distill import GeometricConfig, lr_at, sample_augmentation
+from training.predict import PredictConfig, predict_frames
+
+LOG = logging.getLogger("tardis")
+
+
+@dataclass
+class KeypointsConfig:
+    """Stage 2 recipe."""
+
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    encoder_lr_scale: float = 1.0  # encoder lr = lr * this (fine-tuned); ignored when frozen
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    freeze_encoder: bool = False
+    few_shot_per_category: int = 0  # 0 = all labelled training images; N = N images per category (seeded)
+    sigma: float = 2.0  # heatmap Gaussian, heatmap pixels
+    integral_loss_weight: float = 0.0  # > 0 adds L1 on soft-argmax keypoints (input pixels / stride)
+    softargmax_beta: float = 20.0
+    whole_frame_prob: float = 0.25  # share of crops taken on the whole frame, as pass 1 of inference sees it
+    box_jitter: float = 0.15  # box centre jitter as a fraction of its size (pass-2 boxes come from predictions)
+    eval_every: int = 5
+    best_metric: str = "rmse_px"  # lower is better for *_px / rmse, higher for AP / PCK
+    checkpoint_every_steps: int = 50
+    num_workers: int = 0
+    seed: int = 0
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
+    photometric: PhotometricConfig = field(default_factory=lambda: PhotometricConfig(dropout_prob=0.2))
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+
+class KeypointDataset(Dataset):
+    """Augmented top-down crops of labelled samples with Gaussian targets.
+
+    A crop is either the labelled-keypoint box (centre jittered, so boxes predicted at inference work) or,
+    with probability ``whole_frame_prob``, the whole frame (pass 1 of detector-free inference).
+    """
+
+    def __init__(self, samples, schema, input_wh, heatmap_wh, cfg: KeypointsConfig, epoch: int = 0) -> None:
+        self.samples = samples
+        self.input_wh = input_wh
+        self.heatmap_wh = heatmap_wh
+        self.cfg = cfg
+        self.epoch = epoch
+        self.flip_perm = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def crop_box(self, sample, image_wh, rng: np.random.Generator) -> geometry.CropBox:
+        if rng.random() < self.cfg.whole_frame_prob:
+            return geometry.box_from_image(image_wh, self.input_wh)
+        if sample.bbox_xywh is not None:
+            box = geometry.box_from_xywh(sample.bbox_xywh, self.input_wh)
+        else:
+            box = geometry.box_from_keypoints(sample.keypoints_xy, sample.visible, self.input_wh)
+        j = self.cfg.box_jitter
+        return geometry.CropBox(
+            box.cx + rng.uniform(-j, j) * box.width, box.cy + rng.uniform(-j, j) * box.height, box.width, box.height
+        )
+
+    def __getitem__(self, index: int) -> dict:
+        from tardis_edge.data.dataset import read_sample_image
+
+        rng = np.random.default_rng((self.cfg.seed, self.epoch, index, 2))
+        sample = self.samples[index]
+        image = read_sample_image(sample)
+        box = self.crop_box(sample, (image.shape[1], image.shape[0]), rng)
+        aug = sample_augmentation(self.cfg.geometric, rng)
+        m = geometry.crop_affine(box, self.input_wh, **aug)
+        crop = photometric(geometry.warp_image(image, m, self.input_wh), self.cfg.photometric, rng)
+        kps = geometry.apply_affine(sample.keypoints_xy, m)
+        visible = (np.asarray(sample.visible) > 0).astype(np.float32)
+        if aug["flip"]:
+            kps, visible = kps[self.flip_perm], visible[self.flip_perm]
+        stride = self.input_wh[0] / self.heatmap_wh[0]
+        heatmaps, weights = encode_gaussian_targets(
+            np.nan_to_num(kps, nan=-1e4), visible, self.heatmap_wh, stride, self.cfg.sigma
+        )
+        return {
+            "image": torch.from_numpy(crop).permute(2, 0, 1).float(),  # (3, H, W) RGB 0..255
+            "heatmaps": torch.from_numpy(heatmaps),  # (K, h, w)
+            "weights": torch.from_numpy(weights),  # (K,)
+            "keypoints": torch.from_numpy(np.nan_to_num(kps, nan=0.0).astype(np.float32)),  # (K, 2) input px
+        }
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Target-weighted MSE: ``pred, target (N, K, h, w)``, ``weights (N, K)``."""
+    per_kp = ((pred.float() - target) ** 2).mean(dim=(-2, -1))
+    return (per_kp * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def integral_loss(pred: torch.Tensor, keypoints_input: torch.Tensor, weights: torch.Tensor, beta: float,
+                  stride: float) -> torch.Tensor:
+    """L1 between soft-argmax keypoints (Triton kernel on CUDA, reference on CPU) and the labels, heatmap px."""
+    import kernels
+
+    xy = kernels.soft_argmax(pred.float().contiguous(), beta)  # (N, K, 2) heatmap pixels
+    err = (xy - keypoints_input / stride).abs().sum(-1)
+    return (err * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def evaluate_model(model, samples, schema, input_wh, cfg: PredictConfig, device) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Detector-free prediction on ``samples`` and the project's metrics (RMSE/PCK/AP)."""
+    from tardis_edge.data.dataset import read_sample_image
+    from tardis_edge.metrics import evaluate_predictions
+
+    model.eval()
+    images = [read_sample_image(s) for s in samples]
+    perm = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)
+    kps, scores, _ = predict_frames(model, images, input_wh, cfg, perm, device)
+    metrics = evaluate_predictions(samples, kps, scores, schema)
+    return metrics, kps, scores
+
+
+def _better(metric: str, new: float, old: float | None) -> bool:
+    if old is None or not np.isfinite(old):
+        return bool(np.isfinite(new))
+    lower = metric.endswith("_px") or "rmse" in metric or "error" in metric
+    return new < old if lower else new > old
+
+
+def run_keypoints(
+    model: torch.nn.Module,
+    train_samples: list,
+    val_samples: list,
+    schema,
+    cfg: KeypointsConfig,
+    run_dir: Path,
+    input_wh: tuple[int, int],
+    heatmap_wh: tuple[int, int],
+    device: torch.device,
+    d: Dist,
+    model_config: dict,
+) -> dict:
+    """Train the heatmap head (and the encoder unless frozen) on labelled crops; resumable.
+
+    Returns:
+        Summary with the best validation metrics and where the best checkpoint is.
+    """
+    from tqdm import tqdm
+
+    ckpt_path, best_path = run_dir / "keypoints_last.pt", run_dir / "keypoints_best.pt"
+    model.to(device)
+    if cfg.freeze_encoder:
+        model.freeze_encoder()
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("head.")]
+    enc_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    groups = [{"params": head_params, "lr_scale": 1.0}]
+    if enc_params:
+        groups.append({"params": enc_params, "lr_scale": cfg.encoder_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history = History()
+    start_epoch, start_step, best_value = 0, 0, None
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        history.rows = list(state["history"])
+        best_value = state.get("best_value")
+        LOG.info("stage 2: resuming from %s (epoch %d, step %d)", ckpt_path, start_epoch + 1, start_step)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
+    stride = input_wh[0] / heatmap_wh[0]
+    steps_per_epoch = math.ceil(len(train_samples) / (cfg.batch_size * d.world_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    t0 = time.time()
+
+    def checkpoint(epoch: int, step: int) -> None:
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                        step_in_epoch=step, history=history.state(), best_value=best_value, model_config=model_config)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        dataset = KeypointDataset(train_samples, schema, input_wh, heatmap_wh, cfg, epoch=epoch)
+        order = np.random.default_rng((cfg.seed, epoch, 11)).permutation(len(train_samples))[d.rank :: d.world_size]
+        batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+        loader = DataLoader(dataset, batch_sampler=batches[start_step:], num_workers=cfg.num_workers)
+        model.train()
+        if cfg.freeze_encoder:
+            model.encoder_eval()
+        losses = []
+        bar = tqdm(loader, desc=f"keypoints {epoch + 1}/{cfg.epochs}", disable=not d.is_main, leave=False,
+                   initial=start_step, total=len(batches))
+        for step, batch in enumerate(bar, start=start_step):
+            scale = lr_at(epoch * steps_per_epoch + step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * scale * group["lr_scale"]
+            pred = ddp_model(batch["image"].to(device))["heatmaps"]
+            weights = batch["weights"].to(device)
+            loss = heatmap_loss(pred, batch["heatmaps"].to(device), weights)
+            if cfg.integral_loss_weight > 0:
+                loss = loss + cfg.integral_loss_weight * integral_loss(
+                    pred, batch["keypoints"].to(device), weights, cfg.softargmax_beta, stride
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.2e}")
+            if d.is_main and (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < len(batches):
+                checkpoint(epoch, step + 1)
+        start_step = 0
+        row = {"epoch": epoch + 1, "keypoint_loss": all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), d)}
+        last = epoch + 1 == cfg.epochs
+        if d.is_main and val_samples and ((epoch + 1) % cfg.eval_every == 0 or last):
+            metrics, _, _ = evaluate_model(model, val_samples, schema, input_wh, cfg.predict, device)
+            row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            value = float(metrics.get(cfg.best_metric, float("nan")))
+            if _better(cfg.best_metric, value, best_value):
+                best_value = value
+                save_checkpoint(best_path, model=model.state_dict(), model_config=model_config, epoch=epoch + 1,
+                                metrics=metrics)
+            LOG.info("stage 2 epoch %d/%d: loss %.2e, val %s %.3f (best %.3f)", epoch + 1, cfg.epochs,
+                     row["keypoint_loss"], cfg.best_metric, value, best_value if best_value is not None else float("nan"))
+        elif d.is_main:
+            LOG.info("stage 2 epoch %d/%d: loss %.2e (%.0fs)", epoch + 1, cfg.epochs, row["keypoint_loss"], time.time() - t0)
+        history.add(**row)
+        if d.is_main:
+            checkpoint(epoch + 1, 0)
+            plot_curves(history.rows, run_dir / "curves_keypoints.png", "stage 2: keypoints")
+    if d.is_main and not best_path.exists():  # no validation split: the last model is the one we keep
+        save_checkpoint(best_path, model=model.state_dict(), model_config=model_config, epoch=cfg.epochs, metrics={})
+    summary = {"best_" + cfg.best_metric: best_value, "epochs": cfg.epochs, "train_samples": len(train_samples),
+               "val_samples": len(val_samples), "seconds": time.time() - t0, "best_checkpoint": str(best_path)}
+    if d.is_main:
+        write_json(run_dir / "keypoints_history.json", history.rows)
+        mark_stage_done(run_dir, "keypoints", summary)
+    return summary
