@@ -1,0 +1,359 @@
+"""The loaded dataset (data stage): ``PoseDataset``, its load summary, splits, few-shot sampling, and the
+one entry point ``load_dataset`` that recognises DeepLabCut projects and COCO keypoint files.
+
+Torch-free: the edge runtime and the exporters can read labels and images without importing torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tardis_edge.data.sample import KeypointSchema, Sample
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """One record the loader left out, and why (nothing is dropped without a line here)."""
+
+    what: str  # e.g. "labeled-data/m4s2" or "annotation 17 (image 3)"
+    reason: str
+
+
+@dataclass
+class LoadSummary:
+    """What a loader read: counts, what it left out and why, and anything the user should know."""
+
+    source: str
+    format: str
+    num_samples: int
+    num_keypoints: int
+    labelled_keypoints: int  # keypoint slots with visible > 0, over all samples
+    unlabelled_keypoints: int  # keypoint slots with visible == 0 (NaN coordinates)
+    unlabelled_samples: int  # samples without any labelled keypoint (labelled=False: distillation only)
+    categories: dict[str, int]  # category -> number of samples
+    num_images: int
+    skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[Sample],
+        schema: KeypointSchema,
+        source: str,
+        format: str,
+        skipped: Sequence[Skipped] = (),
+        notes: Sequence[str] = (),
+    ) -> LoadSummary:
+        labelled = sum(int((s.visible > 0).sum()) for s in samples)
+        images = {s.image_path if s.image_path is not None else (s.video_path, s.frame_index) for s in samples}
+        return cls(
+            source=source,
+            format=format,
+            num_samples=len(samples),
+            num_keypoints=schema.num_keypoints,
+            labelled_keypoints=labelled,
+            unlabelled_keypoints=len(samples) * schema.num_keypoints - labelled,
+            unlabelled_samples=sum(1 for s in samples if not s.labelled),
+            categories=dict(sorted(Counter(s.category for s in samples).items())),
+            num_images=len(images),
+            skipped=list(skipped),
+            notes=list(notes),
+        )
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.format} dataset {self.source}",
+            f"  samples: {self.num_samples} in {self.num_images} images, {self.num_keypoints} keypoints each",
+            f"  keypoints labelled: {self.labelled_keypoints}, unlabelled: {self.unlabelled_keypoints}",
+        ]
+        if self.unlabelled_samples:
+            lines.append(f"  samples without any labelled keypoint (kept, labelled=False): {self.unlabelled_samples}")
+        if len(self.categories) > 1 or (self.categories and "animal" not in self.categories):
+            cats = ", ".join(f"{name}: {count}" for name, count in self.categories.items())
+            lines.append(f"  categories ({len(self.categories)}): {cats}")
+        if self.skipped:
+            lines.append(f"  skipped: {len(self.skipped)}")
+            lines.extend(f"    {s.what}: {s.reason}" for s in self.skipped)
+        else:
+            lines.append("  skipped: none")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+@dataclass
+class PoseDataset:
+    """Samples of one keypoint schema, as loaded from disk (no images are decoded here).
+
+    Attributes:
+        schema: keypoint names, skeleton, flip pairs, OKS sigmas.
+        samples: one ``Sample`` per animal instance, in file order.
+        summary: what the loader read and left out (``print(dataset.summary)``).
+        root: the project folder or the COCO json, for messages and relative paths.
+    """
+
+    schema: KeypointSchema
+    samples: list[Sample]
+    summary: LoadSummary
+    root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return [s.sample_id for s in self.samples]
+
+    def subset(self, indices: Sequence[int], name: str = "subset") -> PoseDataset:
+        """A dataset with ``samples[i] for i in indices`` (order kept, schema shared)."""
+        n = len(self.samples)
+        bad = [i for i in indices if not -n <= int(i) < n]
+        if bad:
+            raise IndexError(f"subset indices {bad[:5]} are out of range for a dataset of {n} samples")
+        samples = [self.samples[int(i)] for i in indices]
+        summary = LoadSummary.from_samples(
+            samples, self.schema, f"{self.summary.source} [{name}]", self.summary.format, notes=self.summary.notes
+        )
+        return PoseDataset(self.schema, samples, summary, self.root)
+
+    def labelled_only(self) -> PoseDataset:
+        """The samples with at least one labelled keypoint."""
+        return self.subset([i for i, s in enumerate(self.samples) if s.labelled], "labelled")
+
+    def split_by_index(self, n_train: int) -> tuple[PoseDataset, PoseDataset]:
+        """``(first n_train samples, the rest)`` in file order."""
+        return split_by_index(self, n_train)
+
+    def split_by_ids(self, test_ids: Sequence[str]) -> tuple[PoseDataset, PoseDataset]:
+        """``(samples not in test_ids, samples in test_ids)``; every id must exist."""
+        known = set(self.sample_ids)
+        missing = [t for t in test_ids if t not in known]
+        if missing:
+            raise KeyError(f"test ids {missing[:5]} are not sample ids of {self.summary.source}")
+        test = set(test_ids)
+        train_idx = [i for i, s in enumerate(self.samples) if s.sample_id not in test]
+        test_idx = [i for i, s in enumerate(self.samples) if s.sample_id in test]
+        return self.subset(train_idx, "train"), self.subset(test_idx, "test")
+
+
+def split_by_index(dataset: PoseDataset, n_train: int) -> tuple[PoseDataset, PoseDataset]:
+    """Split into the first ``n_train`` samples (train) and the remaining ones (test), in file order."""
+    if not 0 < n_train < len(dataset):
+        raise ValueError(f"n_train={n_train} must be between 1 and {len(dataset) - 1} for {len(dataset)} samples")
+    return dataset.subset(range(n_train), "train"), dataset.subset(range(n_train, len(dataset)), "test")
+
+
+OPENFIELD_TRAIN_FRAMES = 95  # img0000–img0094 train, img0095–img0115 test (../shared/README.md)
+OPENFIELD_FRAMES = 116
+
+
+def openfield_split(dataset: PoseDataset) -> tuple[PoseDataset, PoseDataset]:
+    """The fixed split of the openfield project that every accuracy figure uses: img0000–img0094 train (95),
+    img0095–img0115 test (21).
+
+    The split is by frame name, not position, and refuses a dataset whose frames are not exactly
+    ``img0000.png`` … ``img0115.png`` (so a reordered or partial load cannot shift the split silently).
+    """
+    frames = [Path(s.sample_id).stem for s in dataset.samples]
+    expected = [f"img{i:04d}" for i in range(OPENFIELD_FRAMES)]
+    if sorted(frames) != expected:
+        extra = sorted(set(frames) - set(expected))[:3]
+        absent = sorted(set(expected) - set(frames))[:3]
+        raise ValueError(
+            f"{dataset.summary.source} is not the openfield project: expected frames img0000..img0115 "
+            f"({OPENFIELD_FRAMES}), got {len(frames)} (unexpected {extra}, missing {absent}); "
+            "use split_by_index for other projects"
+        )
+    train = [i for i, f in enumerate(frames) if int(f[3:]) < OPENFIELD_TRAIN_FRAMES]
+    test = [i for i, f in enumerate(frames) if int(f[3:]) >= OPENFIELD_TRAIN_FRAMES]
+    return dataset.subset(train, "train"), dataset.subset(test, "test")
+
+
+def few_shot(dataset: PoseDataset, n_per_category: int, seed: int) -> PoseDataset:
+    """Draw ``n_per_category`` labelled images of each category (all instances of that category in a drawn image
+    are kept), reproducibly from ``seed``.
+
+    A category with fewer images than asked keeps all of them, and the summary says so.
+    """
+    if n_per_category < 1:
+        raise ValueError(f"n_per_category must be >= 1, got {n_per_category}")
+    groups: dict[str, dict[str, list[int]]] = {}
+    for i, s in enumerate(dataset.samples):
+        if s.labelled:
+            image_key = str(s.image_path) if s.image_path is not None else f"{s.video_path}#{s.frame_index}"
+            groups.setdefault(s.category, {}).setdefault(image_key, []).append(i)
+    if not groups:
+        raise ValueError(f"{dataset.summary.source} has no labelled samples to draw a few-shot subset from")
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    notes = []
+    for category in sorted(groups):
+        images = sorted(groups[category])
+        if len(images) <= n_per_category:
+            picked = images
+            if len(images) < n_per_category:
+                notes.append(f"category {category!r} has only {len(images)} images (< {n_per_category}): took all")
+        else:
+            picked = [images[j] for j in sorted(rng.choice(len(images), n_per_category, replace=False))]
+        for image_key in picked:
+            chosen.extend(groups[category][image_key])
+    subset = dataset.subset(sorted(chosen), f"few-shot {n_per_category}/category seed {seed}")
+    subset.summary.notes.extend(notes)
+    return subset
+
+
+_SIDE_WORDS = {"left": "right", "right": "left"}
+_SIDE_LETTERS = {"l": "r", "r": "l"}
+
+
+def _mirror_name(name: str) -> str | None:
+    """The lower-case name of the opposite-side keypoint, or None if ``name`` has no side.
+
+    Handles ``left_eye``/``leftear``/``LeftEar`` (the words left/right anywhere) and ``L_Eye``/``R_F_Paw``/
+    ``l-ear`` (a single ``l``/``r`` token between separators).
+    """
+    lower = name.lower()
+    if "left" in lower and "right" not in lower:
+        return lower.replace("left", "right")
+    if "right" in lower and "left" not in lower:
+        return lower.replace("right", "left")
+    tokens = re.split(r"([_\-\s.]+)", lower)
+    sided = [i for i, t in enumerate(tokens) if t in _SIDE_LETTERS]
+    if len(sided) != 1:
+        return None
+    tokens[sided[0]] = _SIDE_LETTERS[tokens[sided[0]]]
+    return "".join(tokens)
+
+
+def flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Left/right keypoint pairs found from the names (``left_eye``/``right_eye``, ``leftear``/``rightear``,
+    ``L_Eye``/``R_Eye``, ``LeftPaw``/``RightPaw`` …), as ``(i, j)`` index pairs with ``i < j``.
+
+    Matching ignores case. A name whose mirror is not in the list has no pair (a keypoint on the midline).
+    """
+    lower = [n.lower() for n in names]
+    duplicates = [n for n, c in Counter(lower).items() if c > 1]
+    if duplicates:
+        raise ValueError(f"keypoint names must be unique (ignoring case); repeated: {duplicates}")
+    index = {n: i for i, n in enumerate(lower)}
+    pairs = set()
+    for i, n in enumerate(lower):
+        mirror = _mirror_name(n)
+        j = index.get(mirror) if mirror is not None else None
+        if j is not None and j != i:
+            pairs.add((min(i, j), max(i, j)))
+    return tuple(sorted(pairs))
+
+
+def check_flip_pairs(pairs: Sequence[Sequence[int]], names: Sequence[str], source: str) -> tuple[tuple[int, int], ...]:
+    """Validate user-given flip pairs (indices or names) and return them as index pairs."""
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"{source}: flip pair {pair!r} must have two entries")
+        ij = []
+        for p in pair:
+            if isinstance(p, str):
+                if p not in index:
+                    raise ValueError(f"{source}: flip pair {pair!r} names {p!r}, not a keypoint of {list(names)}")
+                ij.append(index[p])
+            elif isinstance(p, (int, np.integer)) and 0 <= int(p) < len(names):
+                ij.append(int(p))
+            else:
+                raise ValueError(f"{source}: flip pair {pair!r} has {p!r}, not an index below {len(names)}")
+        out.append((min(ij), max(ij)))
+    used = [i for pair in out for i in pair]
+    if len(used) != len(set(used)):
+        raise ValueError(f"{source}: flip pairs {out} use a keypoint twice")
+    return tuple(out)
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB (grey is expanded, alpha dropped, 16-bit scaled to 8).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: OpenCV cannot decode it (corrupt, truncated, or not an image), naming the file.
+    """
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image {p} does not exist; check the image root / project path")
+    try:
+        buffer = np.fromfile(str(p), dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
+    except OSError as e:
+        raise ValueError(f"image {p} cannot be read ({e}); check the file permissions") from e
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if image is None:
+        raise ValueError(
+            f"image {p} ({buffer.size} bytes) cannot be decoded by OpenCV; the file is corrupt or not an image — "
+            "re-extract or replace it, or remove its labels"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # (H, W, 3) uint8
+
+
+def read_video_frame(video_path: str | Path, frame_index: int) -> np.ndarray:
+    """One frame of a video as ``(H, W, 3)`` uint8 RGB, with an error naming the video and frame."""
+    import cv2
+
+    p = Path(video_path)
+    if not p.is_file():
+        raise FileNotFoundError(f"video {p} does not exist")
+    capture = cv2.VideoCapture(str(p))
+    try:
+        if not capture.isOpened():
+            raise ValueError(f"video {p} cannot be opened by OpenCV (codec missing or file corrupt)")
+        capture.set(cv2.CAP_PROP_POS_FRAMES, int(frame_index))
+        ok, frame = capture.read()
+    finally:
+        capture.release()
+    if not ok or frame is None:
+        raise ValueError(f"frame {frame_index} of video {p} cannot be read (past the end, or a decode error)")
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def read_sample_image(sample: Sample) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 RGB image of a sample (an image file or a video frame)."""
+    if sample.image_path is not None:
+        return read_image_rgb(sample.image_path)
+    if sample.video_path is not None and sample.frame_index is not None:
+        return read_video_frame(sample.video_path, sample.frame_index)
+    raise ValueError(f"sample {sample.sample_id} has neither an image_path nor a video_path + frame_index")
+
+
+def load_dataset(path: str | Path, **kwargs) -> PoseDataset:
+    """Load a pose dataset, recognising its format from the path.
+
+    Args:
+        path: a DeepLabCut project folder or its ``config.yaml`` (-> ``load_dlc_project``), or a COCO
+            keypoint ``.json`` (-> ``load_coco_keypoints``).
+        **kwargs: passed on to the format's loader.
+    """
+    from tardis_edge.data.coco import load_coco_keypoints
+    from tardis_edge.data.dlc import load_dlc_project
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"dataset path {p} does not exist")
+    if (p.is_dir() and (p / "config.yaml").is_file()) or (p.is_file() and p.name == "config.yaml"):
+        return load_dlc_project(p, **kwargs)
+    if p.is_file() and p.suffix.lower() == ".json":
+        return load_coco_keypoints(p, **kwargs)
+    raise ValueError(
+        f"cannot tell the dataset format of {p}: pass a DeepLabCut project folder (with config.yaml), "
+        "its config.yaml, or a COCO keypoint .json file"
+    )
