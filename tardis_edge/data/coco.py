@@ -98,7 +98,7 @@ def _keypoints_from_annotation(values: object, num_keypoints: int, where: str) -
     visible = triples[:, 2]
     bad_v = [int(k) for k in np.flatnonzero(~np.isin(visible, (0, 1, 2)))]
     if bad_v:
-        raise ValueError(f"{where}: keypoint {bad_v[0]} has visibility {visible[bad_v[0]]!r}; COCO uses 0, 1 or 2")
+        raise ValueError(f"{where}: keypoint {bad_v[0]} has visibility {float(visible[bad_v[0]])}; COCO uses 0, 1 or 2")
     xy = triples[:, :2].copy()
     bad_xy = [int(k) for k in np.flatnonzero((visible > 0) & ~np.isfinite(xy).all(axis=1))]
     if bad_xy:

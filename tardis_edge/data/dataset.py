@@ -17,6 +17,15 @@ import numpy as np
 from tardis_edge.data.sample import KeypointSchema, Sample
 
 
+def image_key(sample: Sample) -> str:
+    """Which image a sample is in: the COCO image id, else the image file, else the video frame."""
+    if sample.image_id is not None:
+        return f"image id {sample.image_id}"
+    if sample.image_path is not None:
+        return str(sample.image_path)
+    return f"{sample.video_path}#{sample.frame_index}"
+
+
 @dataclass(frozen=True)
 class Skipped:
     """One record the loader left out, and why (nothing is dropped without a line here)."""
@@ -52,7 +61,7 @@ class LoadSummary:
         notes: Sequence[str] = (),
     ) -> LoadSummary:
         labelled = sum(int((s.visible > 0).sum()) for s in samples)
-        images = {s.image_path if s.image_path is not None else (s.video_path, s.frame_index) for s in samples}
+        images = {image_key(s) for s in samples}
         return cls(
             source=source,
             format=format,
@@ -192,8 +201,7 @@ def few_shot(dataset: PoseDataset, n_per_category: int, seed: int) -> PoseDatase
     groups: dict[str, dict[str, list[int]]] = {}
     for i, s in enumerate(dataset.samples):
         if s.labelled:
-            image_key = str(s.image_path) if s.image_path is not None else f"{s.video_path}#{s.frame_index}"
-            groups.setdefault(s.category, {}).setdefault(image_key, []).append(i)
+            groups.setdefault(s.category, {}).setdefault(image_key(s), []).append(i)
     if not groups:
         raise ValueError(f"{dataset.summary.source} has no labelled samples to draw a few-shot subset from")
     rng = np.random.default_rng(seed)
@@ -207,14 +215,13 @@ def few_shot(dataset: PoseDataset, n_per_category: int, seed: int) -> PoseDatase
                 notes.append(f"category {category!r} has only {len(images)} images (< {n_per_category}): took all")
         else:
             picked = [images[j] for j in sorted(rng.choice(len(images), n_per_category, replace=False))]
-        for image_key in picked:
-            chosen.extend(groups[category][image_key])
+        for key in picked:
+            chosen.extend(groups[category][key])
     subset = dataset.subset(sorted(chosen), f"few-shot {n_per_category}/category seed {seed}")
     subset.summary.notes.extend(notes)
     return subset
 
 
-_SIDE_WORDS = {"left": "right", "right": "left"}
 _SIDE_LETTERS = {"l": "r", "r": "l"}
 
 
