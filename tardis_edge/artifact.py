@@ -16,6 +16,9 @@ ONNX I/O (every precision): input ``image`` float32 ``(N, 3, H_in, W_in)``, RGB,
 ``(x, y)`` in crop input pixels (pixel-centre convention of ``tardis_edge.geometry``) and ``scores``
 float32 ``(N, K)`` (score <= 0: not found); the heatmap graph outputs ``heatmaps`` float32
 ``(N, K, H_hm, W_hm)``.
+
+ONNX ``metadata_props`` of every file: ``tardis_edge.artifact`` = this metadata's JSON (as ``model.json``) and
+``tardis_edge.model`` = the key of ``models`` that describes the file itself (``fp32``, ``fp16``, ``int8_qdq`` …).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ INPUT_NAME = "image"
 OUTPUT_KEYPOINTS = "keypoints"
 OUTPUT_SCORES = "scores"
 OUTPUT_HEATMAPS = "heatmaps"
+ONNX_METADATA_KEY = "tardis_edge.artifact"
+ONNX_MODEL_KEY = "tardis_edge.model"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
