@@ -207,3 +207,29 @@ def test_read_image_rgb(spots_sample, tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(ValueError, match=r"image .*text.png \(12 bytes\) cannot be decoded by OpenCV"):
         read_image_rgb(tmp_path / "text.png")
+
+
+def test_preview_draws_keypoints_where_the_crops_put_them(ap10k, tmp_path):
+    import cv2
+
+    from tardis_edge.data import preview
+
+    grid = preview.render_preview(ap10k, n=2)
+    item = TopDownDataset(ap10k)[0]
+    points = item["keypoints_input"].numpy()
+    visible = np.flatnonzero(item["visible"].numpy() > 0)
+    colors = preview.keypoint_colors(17)
+    checked = 0
+    for k in visible:
+        others = [j for j in visible if j != k]
+        if np.linalg.norm(points[others] - points[k], axis=1).min() > 9:  # its dot is not covered by another
+            x, y = (int(round(float(v))) for v in points[k])
+            assert tuple(grid[preview.TITLE_HEIGHT + y, x]) == colors[k], ap10k.schema.names[k]
+            checked += 1
+    assert checked >= 5
+
+    out = tmp_path / "sub" / "preview.png"
+    assert preview.main([str(ap10k.root), "--out", str(out), "--n", "2"]) == 0
+    written = cv2.imread(str(out))
+    assert written.shape == grid.shape
+    np.testing.assert_array_equal(written[..., ::-1], grid)
