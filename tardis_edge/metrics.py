@@ -126,7 +126,9 @@ def oks_ap(
     except ImportError as e:
         raise ImportError("OKS AP needs pycocotools: pip install 'tardis-edge[data]'") from e
     image_ids: dict[str, int] = {}
-    images, ground_truth, detections = [], [], []
+    images: list[dict] = []
+    ground_truth: list[dict] = []
+    detections: list[dict] = []
     for i, s in enumerate(samples):
         if not (s.visible > 0).any():
             continue

@@ -154,7 +154,7 @@ def sample_box(sample: Sample, config: CropConfig, image_wh: tuple[int, int] | N
     if source == "bbox":
         if sample.bbox_xywh is None:
             raise ValueError(f"sample {sample.sample_id} has no bbox; use box_source='keypoints' or 'auto'")
-        return geometry.box_from_xywh(sample.bbox_xywh, config.input_wh, config.padding)
+        return geometry.box_from_xywh(sample.bbox_xywh.tolist(), config.input_wh, config.padding)
     if source == "keypoints":
         if not (sample.visible > 0).any():
             raise ValueError(
@@ -230,7 +230,9 @@ class TopDownDataset(Dataset):
             boxes = np.asarray(boxes_xywh, dtype=np.float64)
             if boxes.shape != (len(samples), 4):
                 raise ValueError(f"boxes_xywh must be ({len(samples)}, 4), got {boxes.shape}")
-            self.boxes = [geometry.box_from_xywh(b, self.config.input_wh, self.config.padding) for b in boxes]
+            self.boxes: list[geometry.CropBox | None] = [
+                geometry.box_from_xywh(b.tolist(), self.config.input_wh, self.config.padding) for b in boxes
+            ]
         else:
             # boxes for box_source='image' need the decoded size when the sample does not know it: resolve lazily
             self.boxes = [

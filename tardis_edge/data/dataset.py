@@ -264,7 +264,9 @@ def flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(pairs))
 
 
-def check_flip_pairs(pairs: Sequence[Sequence[int]], names: Sequence[str], source: str) -> tuple[tuple[int, int], ...]:
+def check_flip_pairs(
+    pairs: Sequence[Sequence[int | str]], names: Sequence[str], source: str
+) -> tuple[tuple[int, int], ...]:
     """Validate user-given flip pairs (indices or names) and return them as index pairs."""
     index = {n: i for i, n in enumerate(names)}
     out = []

@@ -23,10 +23,11 @@ HEATMAP_ALPHA = 0.6
 
 def keypoint_colors(num_keypoints: int) -> list[tuple[int, int, int]]:
     """One saturated RGB colour per keypoint, spread around the hue circle."""
-    return [
-        tuple(int(255 * c) for c in colorsys.hsv_to_rgb(k / max(num_keypoints, 1), 1.0, 1.0))
-        for k in range(num_keypoints)
-    ]  # type: ignore[misc]
+    colors = []
+    for k in range(num_keypoints):
+        r, g, b = colorsys.hsv_to_rgb(k / max(num_keypoints, 1), 1.0, 1.0)
+        colors.append((int(255 * r), int(255 * g), int(255 * b)))
+    return colors
 
 
 def draw_crop(item: dict, schema, title: str) -> np.ndarray:
