@@ -1,6 +1,6 @@
 """Preview of the data stage: a grid of top-down crops with their keypoints, skeleton and summed target heatmaps.
 
-    python -m tardis_edge.data.preview PATH --out preview.png [--n 8] [--augment] [--seed 0]
+    python -m tardis_edge.data.preview PATH --out preview.png [--n 8] [--augment] [--seed 0] [--image-root DIR]
 
 PATH is anything ``load_dataset`` reads (a DeepLabCut project folder or config.yaml, a COCO keypoint json).
 The load summary is printed; the PNG is written atomically. Drawing uses OpenCV only.
@@ -111,11 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=8, help="number of crops")
     parser.add_argument("--augment", action="store_true", help="show training augmentation instead of eval crops")
     parser.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    parser.add_argument("--image-root", type=Path, default=None, help="COCO: folder the file_name entries are in")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n must be >= 1, got {args.n}")
 
-    dataset = load_dataset(args.path)
+    dataset = load_dataset(args.path, **({"image_root": args.image_root} if args.image_root else {}))
     print(dataset.summary)
     grid = render_preview(dataset, args.n, args.augment, args.seed)
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
