@@ -91,6 +91,14 @@ def test_openfield_fixed_split(openfield_csv):
     assert test.summary.num_samples == 21 and "[test]" in test.summary.source
 
 
+def test_split_by_ids(openfield_csv):
+    held_out = ["labeled-data/m4s1/img0003.png", "labeled-data/m4s1/img0100.png"]
+    train, test = openfield_csv.split_by_ids(held_out)
+    assert test.sample_ids == held_out and len(train) == 114 and not set(held_out) & set(train.sample_ids)
+    with pytest.raises(KeyError, match=r"test ids \['img0003.png'\] are not sample ids"):
+        openfield_csv.split_by_ids(["img0003.png"])
+
+
 def test_openfield_split_refuses_a_partial_project(openfield_csv):
     with pytest.raises(ValueError, match=r"not the openfield project.*got 100.*use split_by_index"):
         openfield_split(openfield_csv.subset(range(100)))
