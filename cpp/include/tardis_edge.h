@@ -1,0 +1,164 @@
+/*
+ * tardis_edge.h — C API of the tardis-edge embedding library (C99 and C++).
+ *
+ * Runs an artifact folder written by `tardis-export` (model.json + ONNX graphs, or a TensorRT engine built from
+ * them with trtexec) on camera frames and returns keypoints in image pixels.
+ *
+ * Conventions (the same as tardis_edge/geometry.py, which owns them):
+ *   - pixel-centre coordinates: the centre of pixel (col, row) is the point (x, y) = (col, row);
+ *   - a box is (x, y, width, height) with (x, y) its top-left edge (COCO); it is aspect-corrected to the network
+ *     input and padded by model.json's `padding`; no box means the whole frame, aspect kept, no padding;
+ *   - a keypoint whose score is <= 0 was not found: its coordinates are NaN.
+ *
+ * Errors: every function that can fail returns a tardis_status; the message of the last failure on the calling
+ * thread is tardis_last_error(). No C++ exception crosses this boundary.
+ *
+ * Threads: a runner is not thread-safe; use one runner per thread (they may share nothing but the artifact).
+ */
+#ifndef TARDIS_EDGE_H
+#define TARDIS_EDGE_H
+
+#include <stddef.h>
+
+#if defined(_WIN32)
+#if defined(TARDIS_EDGE_BUILDING)
+#define TARDIS_API __declspec(dllexport)
+#else
+#define TARDIS_API
+#endif
+#else
+#define TARDIS_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TARDIS_EDGE_VERSION_MAJOR 0
+#define TARDIS_EDGE_VERSION_MINOR 1
+#define TARDIS_EDGE_VERSION_PATCH 0
+
+typedef enum tardis_status {
+    TARDIS_OK = 0,
+    TARDIS_ERROR_INVALID_ARGUMENT = 1,    /* NULL pointer, bad size, stride, box or index */
+    TARDIS_ERROR_NOT_FOUND = 2,           /* artifact folder, model.json, ONNX or engine file missing */
+    TARDIS_ERROR_BAD_METADATA = 3,        /* model.json unreadable, not JSON, or not a valid artifact */
+    TARDIS_ERROR_BACKEND_UNAVAILABLE = 4, /* the backend was not compiled into this build */
+    TARDIS_ERROR_MODEL = 5,               /* the model could not be loaded or does not match model.json */
+    TARDIS_ERROR_INFERENCE = 6,           /* the backend failed while running */
+    TARDIS_ERROR_UNSUPPORTED = 7,         /* a valid request this build cannot serve (e.g. decode method) */
+    TARDIS_ERROR_OUT_OF_MEMORY = 8,
+    TARDIS_ERROR_INTERNAL = 9
+} tardis_status;
+
+typedef enum tardis_backend {
+    TARDIS_BACKEND_AUTO = 0,       /* TensorRT when built and an engine exists, else OpenCV DNN */
+    TARDIS_BACKEND_OPENCV_DNN = 1, /* CPU, reads the ONNX graph (the heatmap graph, decoded in C++) */
+    TARDIS_BACKEND_TENSORRT = 2    /* GPU, reads a serialized engine built by trtexec */
+} tardis_backend;
+
+typedef enum tardis_pixel_format {
+    TARDIS_PIXEL_RGB8 = 0, /* 3 bytes per pixel, R G B */
+    TARDIS_PIXEL_BGR8 = 1  /* 3 bytes per pixel, B G R (OpenCV's cv::Mat order) */
+} tardis_pixel_format;
+
+typedef enum tardis_decode_method {
+    TARDIS_DECODE_ARGMAX = 0,     /* integer peak; ties resolve to the first maximum in row-major order */
+    TARDIS_DECODE_MSRA = 1,       /* peak + quarter-pixel step toward the higher neighbour */
+    TARDIS_DECODE_DARK = 2,       /* peak + Newton step on the blurred log-heatmap (DARK) */
+    TARDIS_DECODE_SOFT_ARGMAX = 3 /* expectation under softmax(beta * heatmap) */
+} tardis_decode_method;
+
+/* An 8-bit, 3-channel image in caller memory; rows are `stride_bytes` apart (>= 3 * width). */
+typedef struct tardis_image {
+    const unsigned char* data;
+    int width;
+    int height;
+    size_t stride_bytes;
+    tardis_pixel_format format;
+} tardis_image;
+
+/* A box in image pixels: (x, y) is its top-left edge, (width, height) its size (COCO xywh). */
+typedef struct tardis_box {
+    float x;
+    float y;
+    float width;
+    float height;
+} tardis_box;
+
+typedef struct tardis_runner_options {
+    tardis_backend backend;  /* TARDIS_BACKEND_AUTO by default */
+    const char* precision;   /* key of model.json's `models`; NULL: "fp32" */
+    const char* engine_path; /* TensorRT engine; NULL: <artifact>/<ONNX file stem>.engine */
+    int cuda_device;         /* CUDA device for TensorRT; 0 by default */
+} tardis_runner_options;
+
+typedef struct tardis_runner tardis_runner;
+
+/* ---- errors and build information ---------------------------------------------------------------------------- */
+
+/* The message of the last failure on this thread ("" if none); valid until the next failing call on this thread. */
+TARDIS_API const char* tardis_last_error(void);
+/* A constant name for a status, e.g. "TARDIS_ERROR_NOT_FOUND". */
+TARDIS_API const char* tardis_status_name(tardis_status status);
+/* "major.minor.patch" of the library. */
+TARDIS_API const char* tardis_version(void);
+/* 1 if `backend` was compiled into this build (AUTO: 1 if any was), else 0. */
+TARDIS_API int tardis_backend_available(tardis_backend backend);
+/* "auto", "opencv-dnn" or "tensorrt". */
+TARDIS_API const char* tardis_backend_name(tardis_backend backend);
+
+/* ---- runner ---------------------------------------------------------------------------------------------------- */
+
+/* Fill `options` with the defaults (AUTO backend, fp32, engine next to the ONNX file, CUDA device 0). */
+TARDIS_API void tardis_runner_options_init(tardis_runner_options* options);
+
+/* Load the artifact folder `artifact_dir` (model.json + models). `options` may be NULL for the defaults.
+ * On success *out_runner owns the model; free it with tardis_runner_destroy. On failure *out_runner is NULL. */
+TARDIS_API tardis_status tardis_runner_create(const char* artifact_dir, const tardis_runner_options* options,
+                                              tardis_runner** out_runner);
+/* Free a runner (NULL is allowed). */
+TARDIS_API void tardis_runner_destroy(tardis_runner* runner);
+
+/* Number of keypoints K per detection (0 for NULL). */
+TARDIS_API int tardis_runner_num_keypoints(const tardis_runner* runner);
+/* Name of keypoint `index` from model.json (NULL if out of range). */
+TARDIS_API const char* tardis_runner_keypoint_name(const tardis_runner* runner, int index);
+/* The backend the runner actually uses (never AUTO). */
+TARDIS_API tardis_backend tardis_runner_backend(const tardis_runner* runner);
+
+/* One crop of `image`: `box` (NULL: the whole frame) -> keypoints_xy[K * 2] (x, y image pixels), scores[K]. */
+TARDIS_API tardis_status tardis_runner_run(tardis_runner* runner, const tardis_image* image, const tardis_box* box,
+                                           float* keypoints_xy, float* scores);
+/* `num_boxes` crops of one image in one batch (e.g. several animals): keypoints_xy[num_boxes * K * 2],
+ * scores[num_boxes * K], in the order of `boxes`. */
+TARDIS_API tardis_status tardis_runner_run_boxes(tardis_runner* runner, const tardis_image* image,
+                                                 const tardis_box* boxes, int num_boxes, float* keypoints_xy,
+                                                 float* scores);
+
+/* ---- building blocks (for custom inference backends) ---------------------------------------------------------- */
+
+/* The (2, 3) row-major affine mapping image pixels to network-input pixels for a crop, exactly as
+ * tardis_edge.geometry.crop_affine(box_from_xywh(box, input, padding)) or, for box == NULL,
+ * crop_affine(box_from_image(image, input)). */
+TARDIS_API tardis_status tardis_crop_affine(int image_width, int image_height, const tardis_box* box,
+                                            float padding, int input_width, int input_height, double affine[6]);
+
+/* Bilinear warp of `src` through `affine` (image -> output pixels) into a `out_width` x `out_height` 3-channel
+ * image in the same channel order, constant border 0 (matches cv2.warpAffine INTER_LINEAR, BORDER_CONSTANT to
+ * within one grey level). `out` rows are `out_stride_bytes` apart. */
+TARDIS_API tardis_status tardis_warp_affine(const tardis_image* src, const double affine[6], int out_width,
+                                            int out_height, unsigned char* out, size_t out_stride_bytes);
+
+/* Decode `heatmaps` (N, K, H, W) float32, row-major, into keypoints_xy (N, K, 2) in heatmap pixels and
+ * scores (N, K) (the heatmap maxima), exactly as tardis_edge.decode: rows with score <= 0 are (-1, -1) for
+ * argmax/msra/dark; soft-argmax reports the expectation for every row. `beta` is used by soft-argmax only. */
+TARDIS_API tardis_status tardis_decode_heatmaps(const float* heatmaps, int n, int k, int height, int width,
+                                                tardis_decode_method method, float beta, float* keypoints_xy,
+                                                float* scores);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TARDIS_EDGE_H */
