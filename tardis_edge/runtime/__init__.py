@@ -1,0 +1,26 @@
+"""Edge runtime (no torch): run an exported tardis-edge artifact on images, videos and cameras.
+
+    from tardis_edge.runtime import open_runner
+    with open_runner("artifact/") as runner:          # ONNX Runtime, fp32, decode in the graph
+        result = runner(frame_rgb)                     # whole frame, then a crop around the animal
+        result.keypoints                               # (1, K, 2) image pixels, NaN where not found
+
+The ``tardis-edge`` command (``tardis_edge.runtime.cli``) wraps it for files and streams. Importing this package
+imports neither torch nor the training or export code.
+"""
+
+from tardis_edge.runtime.backends import Backend, InferenceBackend
+from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, read_boxes_csv
+from tardis_edge.runtime.runner import PoseResult, Runner, artifact_model_file, open_runner
+
+__all__ = [
+    "Backend",
+    "BoxFollower",
+    "FollowConfig",
+    "InferenceBackend",
+    "PoseResult",
+    "Runner",
+    "artifact_model_file",
+    "open_runner",
+    "read_boxes_csv",
+]

@@ -1,0 +1,173 @@
+"""Crop boxes for the edge runtime without a detector (single animal), and boxes from the user's own detector.
+
+Detector-free, as evaluation does it (``training/predict.py``'s two passes): a frame with no box yet is run on the
+whole frame (``geometry.box_from_image``), then on a padded box around the confident keypoints (the *refine*
+pass). On video, ``BoxFollower`` carries the box from frame to frame: the next frame starts from a box around this
+frame's confident keypoints (padding 1.25, centre and size smoothed by an exponential moving average), and drops
+back to the whole frame when the animal is lost (mean score below a threshold, or too few confident keypoints).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tardis_edge import geometry
+
+BOX_COLUMNS = ("frame", "x", "y", "w", "h")
+
+
+@dataclass
+class FollowConfig:
+    """How boxes are found and followed without a detector."""
+
+    min_score: float = 0.2  # a keypoint is confident above this score (training.predict's box_min_score)
+    min_keypoints: int = 2  # lost with fewer confident keypoints than this (capped at K)
+    lost_mean_score: float = 0.1  # lost when the mean score of all keypoints falls below this
+    smoothing: float = 0.5  # EMA weight of the newest box for centre and size (1: no smoothing)
+    padding: float = geometry.DEFAULT_PADDING  # box = keypoint extent x padding
+    min_size: float = 16.0  # image pixels; lower bound of the unpadded box side (training.predict's box_min_size)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1] (1 = no smoothing), got {self.smoothing}")
+        if self.min_keypoints < 1:
+            raise ValueError(f"min_keypoints must be >= 1, got {self.min_keypoints}")
+        if self.padding < 1:
+            raise ValueError(f"padding must be >= 1 (1.25 is the trained crop), got {self.padding}")
+
+
+def confident(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray:
+    """``(K,)`` mask of keypoints with finite coordinates and a score above ``min_score``."""
+    return np.isfinite(keypoints).all(axis=-1) & (scores > min_score)
+
+
+def box_from_prediction(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    fallback: geometry.CropBox,
+    input_wh: tuple[int, int],
+    cfg: FollowConfig,
+) -> geometry.CropBox:
+    """Padded box around the confident keypoints of one prediction, ``fallback`` when none is confident.
+
+    Same rule as ``training.predict.box_from_prediction`` (which evaluation uses for its second pass).
+
+    Args:
+        keypoints: ``(K, 2)`` image pixels (NaN: not found).
+        scores: ``(K,)``.
+    """
+    ok = confident(keypoints, scores, cfg.min_score)
+    if not ok.any():
+        return fallback
+    return geometry.box_from_keypoints(keypoints, ok, input_wh, padding=cfg.padding, min_size=cfg.min_size)
+
+
+def is_lost(scores: np.ndarray, keypoints: np.ndarray, cfg: FollowConfig) -> bool:
+    """Whether one frame's prediction has lost the animal (mean score or confident-keypoint count too low)."""
+    needed = min(cfg.min_keypoints, len(scores))
+    return bool(np.mean(scores) < cfg.lost_mean_score or confident(keypoints, scores, cfg.min_score).sum() < needed)
+
+
+class BoxFollower:
+    """The crop box of the next video frame, from the previous frames' keypoints.
+
+    Args:
+        input_wh: network input ``(W_in, H_in)`` (boxes get its aspect ratio).
+        cfg: thresholds, smoothing and padding.
+    """
+
+    def __init__(self, input_wh: tuple[int, int], cfg: FollowConfig | None = None) -> None:
+        self.input_wh = input_wh
+        self.cfg = cfg or FollowConfig()
+        self._track: geometry.CropBox | None = None
+        self.lost_frames = 0  # frames on which the animal was lost (the box fell back to the whole frame)
+
+    @property
+    def tracking(self) -> bool:
+        """True while a box is being followed, False while searching the whole frame."""
+        return self._track is not None
+
+    def box(self, image_wh: tuple[int, int]) -> geometry.CropBox:
+        """The box to start the next frame from: the followed box, or the whole frame when searching."""
+        return self._track if self._track is not None else geometry.box_from_image(image_wh, self.input_wh)
+
+    def reset(self) -> None:
+        """Forget the followed box (the next frame is searched whole): at a cut or a new video."""
+        self._track = None
+
+    def update(self, keypoints: np.ndarray, scores: np.ndarray) -> None:
+        """Take one frame's final prediction (``(K, 2)`` image pixels, ``(K,)`` scores) into the followed box."""
+        if is_lost(scores, keypoints, self.cfg):
+            self._track = None
+            self.lost_frames += 1
+            return
+        ok = confident(keypoints, scores, self.cfg.min_score)
+        new = geometry.box_from_keypoints(
+            keypoints, ok, self.input_wh, padding=self.cfg.padding, min_size=self.cfg.min_size
+        )
+        old = self._track
+        if old is None:
+            self._track = new
+            return
+        a = self.cfg.smoothing
+        self._track = geometry.CropBox(
+            cx=a * new.cx + (1 - a) * old.cx,
+            cy=a * new.cy + (1 - a) * old.cy,
+            width=a * new.width + (1 - a) * old.width,
+            height=a * new.height + (1 - a) * old.height,
+        )
+
+
+def boxes_from_xywh(
+    boxes_xywh: np.ndarray, input_wh: tuple[int, int], padding: float = geometry.DEFAULT_PADDING
+) -> list[geometry.CropBox]:
+    """Crop boxes from detector boxes ``(N, 4)`` COCO ``(x, y, w, h)`` in image pixels (padded, aspect-corrected)."""
+    arr = np.asarray(boxes_xywh, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must be an (N, 4) array of (x, y, w, h) in image pixels, got shape {arr.shape}")
+    return [geometry.box_from_xywh(row, input_wh, padding) for row in arr]
+
+
+def read_boxes_csv(path: str | Path) -> dict[int | str, tuple[float, float, float, float]]:
+    """Detector boxes from a CSV with the header ``frame,x,y,w,h`` (one box per frame, image pixels).
+
+    ``frame`` is a video frame number (0-based) or, for image inputs, the image's file name. Frames missing from
+    the file are run detector-free.
+
+    Returns:
+        ``{frame: (x, y, w, h)}`` with integer keys for numeric frames.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"boxes file {p} does not exist; write a CSV with the header {','.join(BOX_COLUMNS)}")
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = [c.strip().lower() for c in next(reader, [])]
+        if header != list(BOX_COLUMNS):
+            raise ValueError(f"{p}: header must be {','.join(BOX_COLUMNS)}, got {','.join(header) or '(empty file)'}")
+        boxes: dict[int | str, tuple[float, float, float, float]] = {}
+        for line_no, row in enumerate(reader, start=2):
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(BOX_COLUMNS):
+                raise ValueError(f"row {line_no} of {p} has {len(row)} cells, expected 5 ({','.join(BOX_COLUMNS)})")
+            name = row[0].strip()
+            key: int | str = int(name) if name.isdigit() else name
+            try:
+                x, y, w, h = (float(c) for c in row[1:])
+            except ValueError:
+                raise ValueError(f"row {line_no} of {p}: {row[1:]} are not all numbers (x, y, w, h)") from None
+            if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+                raise ValueError(
+                    f"row {line_no} of {p}: box (x={x}, y={y}, w={w}, h={h}) must be finite with w, h > 0; "
+                    "drop the row to run that frame detector-free"
+                )
+            if key in boxes:
+                raise ValueError(f"row {line_no} of {p}: frame {name} has a second box; tardis-edge takes one animal")
+            boxes[key] = (x, y, w, h)
+    return boxes

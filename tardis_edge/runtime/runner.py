@@ -1,0 +1,379 @@
+"""The edge runtime's runner: frames in, keypoints in image pixels out, through an exported artifact.
+
+``open_runner`` reads an artifact folder written by ``tardis-export`` (``model.json`` + ONNX files, or a TensorRT
+engine with its sidecar) — or, for parity checks, a training run's ``model.pt`` — and returns a ``Runner``. The
+runner crops each frame exactly as training and evaluation do (``tardis_edge.runtime.preprocess``), runs the
+backend, decodes in the graph or in NumPy (``decode_np``, identical results), and maps keypoints back through the
+inverse crop affine. No torch is imported unless the PyTorch backend is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tardis_edge import geometry
+from tardis_edge.artifact import (
+    METADATA_FILE,
+    OUTPUT_HEATMAPS,
+    OUTPUT_KEYPOINTS,
+    OUTPUT_SCORES,
+    ArtifactMetadata,
+)
+from tardis_edge.runtime import decode_np
+from tardis_edge.runtime.backends import Backend, InferenceBackend, run_in_chunks
+from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, box_from_prediction, boxes_from_xywh
+from tardis_edge.runtime.preprocess import as_frame_list, crop_batch, input_to_image
+
+DECODES = ("graph", "numpy")
+ENGINE_SUFFIXES = (".engine", ".plan")
+BoxesArg = Sequence[geometry.CropBox | None] | np.ndarray | None
+
+
+@dataclass
+class PoseResult:
+    """Keypoints of a batch of frames, one animal per frame.
+
+    Attributes:
+        keypoints: ``(N, K, 2)`` float64 ``(x, y)`` in original image pixels (pixel-centre convention of
+            ``tardis_edge.geometry``); NaN where the keypoint was not found (score <= 0).
+        scores: ``(N, K)`` float32 heatmap maxima (the confidence; ~1 at a clean peak).
+        boxes: the crop box each frame's final keypoints came from (image pixels).
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    boxes: list[geometry.CropBox]
+
+
+def _model_entries(meta: ArtifactMetadata, precision: str) -> list[dict]:
+    """``meta.models`` entries for ``precision`` (key ``fp32``, ``fp32_heatmaps``, ``int8_qdq`` … or a
+    ``"precision"`` field)."""
+    found = []
+    for key, entry in meta.models.items():
+        if not isinstance(entry, dict):
+            continue
+        tag = str(entry.get("precision", key))
+        if key == precision or tag == precision or key.startswith(f"{precision}_"):
+            found.append(entry)
+    return found
+
+
+def artifact_model_file(folder: Path, meta: ArtifactMetadata, precision: str, heatmaps: bool) -> Path:
+    """The ONNX file of ``precision`` with the wanted outputs: ``heatmaps`` or ``keypoints`` + ``scores``.
+
+    Looks in ``model.json``'s ``models`` (``{"file", "outputs"}`` per entry, an optional ``"heatmaps_file"``), then
+    at the layout ``tardis_edge.artifact`` documents (``tardis_<precision>.onnx``, ``tardis_<precision>_heatmaps.onnx``,
+    ``tardis_int8_qdq.onnx``).
+    """
+    want = {OUTPUT_HEATMAPS} if heatmaps else {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
+    candidates: list[str] = []
+    for entry in _model_entries(meta, precision):
+        outputs = entry.get("outputs")
+        name = entry.get("file")
+        if name and (set(outputs) >= want if outputs else ("heatmaps" in str(name)) == heatmaps):
+            candidates.append(str(name))
+        if heatmaps and entry.get("heatmaps_file"):
+            candidates.append(str(entry["heatmaps_file"]))
+    stems = [f"tardis_{precision}", *([f"tardis_{precision}_qdq"] if precision == "int8" else [])]
+    candidates += [f"{stem}_heatmaps.onnx" if heatmaps else f"{stem}.onnx" for stem in stems]
+    for name in candidates:
+        if (folder / name).is_file():
+            return folder / name
+    kind = "heatmaps" if heatmaps else "keypoints + scores (decode in the graph)"
+    listed = sorted(meta.models) or "none"
+    onnx_files = sorted(p.name for p in folder.glob("*.onnx")) or "none"
+    raise FileNotFoundError(
+        f"{folder} has no {precision} ONNX model with {kind} outputs (model.json lists precisions {listed}; ONNX "
+        f"files: {onnx_files}); pick another --precision, use decode='graph'/'numpy' to match, or re-export"
+    )
+
+
+class Runner:
+    """Top-down pose estimation on frames through one backend.
+
+    Args:
+        backend: an ``InferenceBackend`` (see ``open_runner``).
+        metadata: the artifact's metadata (input size, heatmap size, keypoints, decode).
+        decode: ``"graph"`` (the backend outputs keypoints + scores) or ``"numpy"`` (the backend outputs heatmaps,
+            decoded by ``decode_np`` with the artifact's method).
+        refine: after the first pass, run again on a box around the confident keypoints (what evaluation does).
+        flip_test: average with the horizontally flipped crop's heatmaps (needs heatmaps: ``decode="numpy"``).
+        decode_method: override the artifact's decode method (``decode="numpy"`` only).
+        batch_size: most crops per backend call (None: the backend's limit, else all at once).
+        follow: thresholds for the detector-free boxes (``boxes.FollowConfig``).
+    """
+
+    def __init__(
+        self,
+        backend: InferenceBackend,
+        metadata: ArtifactMetadata,
+        decode: str = "graph",
+        refine: bool = True,
+        flip_test: bool = False,
+        decode_method: str | None = None,
+        batch_size: int | None = None,
+        follow: FollowConfig | None = None,
+    ) -> None:
+        if decode not in DECODES:
+            raise ValueError(f"unknown decode {decode!r}; choose one of {', '.join(DECODES)}")
+        method = decode_method or metadata.decode_method
+        if method not in decode_np.METHODS:
+            raise ValueError(f"unknown decode method {method!r}; choose one of {', '.join(decode_np.METHODS)}")
+        if decode == "graph" and method != metadata.decode_method:
+            raise ValueError(
+                f"the artifact's graph decodes with {metadata.decode_method!r}; to decode with {method!r} use "
+                "decode='numpy' (the heatmap graph)"
+            )
+        if flip_test and decode == "graph":
+            raise ValueError("flip_test averages heatmaps, so it needs decode='numpy' (the artifact's heatmap graph)")
+        needed = {OUTPUT_HEATMAPS} if decode == "numpy" else {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
+        if not needed <= set(backend.output_names):
+            raise ValueError(
+                f"backend {backend.name} outputs {list(backend.output_names)} but decode={decode!r} needs "
+                f"{sorted(needed)}; open the artifact's {'heatmap' if decode == 'numpy' else 'keypoint'} graph"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.metadata = metadata
+        self.decode = decode
+        self.decode_method = method
+        self.refine = refine
+        self.flip_test = flip_test
+        self.batch_size = batch_size
+        self.follow = follow or FollowConfig(padding=metadata.padding)
+        self.input_wh = (metadata.input_width, metadata.input_height)
+        self.num_keypoints = len(metadata.keypoint_names)
+        self._flip_perm = decode_np.flip_indices_from_pairs(self.num_keypoints, metadata.flip_pairs)
+        self._flip_shift = decode_np.flip_shift_px(metadata.input_width, metadata.heatmap_width)
+
+    # ------------------------------------------------------------------ inference on crops
+    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.batch_size is None or len(images) <= self.batch_size:
+            return run_in_chunks(self.backend, images)
+        parts = [
+            run_in_chunks(self.backend, images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)
+        ]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def infer_crops(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints in crop input pixels and scores for a crop batch.
+
+        Args:
+            images: float32 ``(N, 3, H_in, W_in)`` RGB 0..255.
+
+        Returns:
+            ``(keypoints (N, K, 2) float32 input pixels, scores (N, K) float32)``.
+        """
+        if self.decode == "graph":
+            out = self._run(images)
+            return out[OUTPUT_KEYPOINTS], out[OUTPUT_SCORES]
+        heatmaps = self._run(images)[OUTPUT_HEATMAPS]  # (N, K, H_hm, W_hm)
+        if self.flip_test:
+            flipped = self._run(np.ascontiguousarray(images[..., ::-1]))[OUTPUT_HEATMAPS]
+            heatmaps = 0.5 * (heatmaps + decode_np.flip_heatmaps(flipped, self._flip_perm, self._flip_shift))
+        keypoints_hm, scores = decode_np.decode_heatmaps(heatmaps, self.decode_method, self.metadata.softargmax_beta)
+        return keypoints_hm * np.float32(self.metadata.stride), scores
+
+    def predict_boxes(
+        self, frames_rgb: Sequence[np.ndarray], boxes: Sequence[geometry.CropBox]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One pass: one crop per frame.
+
+        Args:
+            frames_rgb: RGB uint8 ``(H, W, 3)`` frames (already checked, see ``preprocess.as_frame_list``).
+            boxes: one crop box per frame, image pixels.
+
+        Returns:
+            ``(keypoints (N, K, 2) float64 image pixels, NaN where score <= 0; scores (N, K) float32)``.
+        """
+        images, affines = crop_batch(frames_rgb, boxes, self.input_wh)
+        keypoints_input, scores = self.infer_crops(images)
+        keypoints = input_to_image(keypoints_input, affines)
+        keypoints[scores <= 0] = np.nan
+        return keypoints, scores
+
+    def _refined(
+        self, frames_rgb: list[np.ndarray], first: list[geometry.CropBox], keypoints: np.ndarray, scores: np.ndarray
+    ) -> PoseResult:
+        if not self.refine:
+            return PoseResult(keypoints, scores, first)
+        second = [
+            box_from_prediction(k, s, b, self.input_wh, self.follow)
+            for k, s, b in zip(keypoints, scores, first, strict=True)
+        ]
+        keypoints, scores = self.predict_boxes(frames_rgb, second)
+        return PoseResult(keypoints, scores, second)
+
+    # ------------------------------------------------------------------ public entry points
+    def _initial_boxes(self, frames_rgb: list[np.ndarray], boxes: BoxesArg) -> list[geometry.CropBox]:
+        whole = [geometry.box_from_image((f.shape[1], f.shape[0]), self.input_wh) for f in frames_rgb]
+        if boxes is None:
+            return whole
+        if isinstance(boxes, np.ndarray):
+            given: list[geometry.CropBox | None] = list(boxes_from_xywh(boxes, self.input_wh, self.metadata.padding))
+        else:
+            given = list(boxes)
+        if len(given) != len(frames_rgb):
+            raise ValueError(f"got {len(frames_rgb)} frames but {len(given)} boxes; pass one box (or None) per frame")
+        return [w if b is None else b for w, b in zip(whole, given, strict=True)]
+
+    def __call__(
+        self, frames: np.ndarray | Sequence[np.ndarray], boxes: BoxesArg = None, color: str = "RGB"
+    ) -> PoseResult:
+        """Keypoints for independent frames (images): whole frame or the given boxes, then the refine pass.
+
+        Args:
+            frames: one ``(H, W, 3)`` uint8 frame, an ``(N, H, W, 3)`` batch, or a sequence of frames.
+            boxes: None (detector-free), ``(N, 4)`` detector boxes ``(x, y, w, h)`` in image pixels, or one
+                ``CropBox`` (or None: whole frame) per frame.
+            color: channel order of ``frames``: ``"RGB"`` or ``"BGR"`` (OpenCV).
+        """
+        rgb = as_frame_list(frames, color)
+        first = self._initial_boxes(rgb, boxes)
+        keypoints, scores = self.predict_boxes(rgb, first)
+        return self._refined(rgb, first, keypoints, scores)
+
+    def track(
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        follower: BoxFollower,
+        boxes: BoxesArg = None,
+        color: str = "RGB",
+    ) -> PoseResult:
+        """Keypoints for consecutive video frames, the crop box following the animal.
+
+        Every frame of the batch starts from the follower's box as of the previous batch (the whole frame while
+        searching) or from its detector box; the refine pass then centres each frame's crop on its own keypoints,
+        and the follower takes each frame's result in order. With ``batch_size`` 1 the box follows frame by frame.
+
+        Args:
+            frames: consecutive frames (see ``__call__``).
+            follower: the video's ``BoxFollower`` (its state carries over between calls).
+            boxes: optional detector boxes per frame (None entries: follow).
+            color: ``"RGB"`` or ``"BGR"``.
+        """
+        rgb = as_frame_list(frames, color)
+        start = [follower.box((f.shape[1], f.shape[0])) for f in rgb]
+        if boxes is not None:
+            given = self._initial_boxes(rgb, boxes) if isinstance(boxes, np.ndarray) else list(boxes)
+            if len(given) != len(rgb):
+                raise ValueError(f"got {len(rgb)} frames but {len(given)} boxes; pass one box (or None) per frame")
+            start = [s if b is None else b for s, b in zip(start, given, strict=True)]
+        keypoints, scores = self.predict_boxes(rgb, start)
+        result = self._refined(rgb, start, keypoints, scores)
+        for k, s in zip(result.keypoints, result.scores, strict=True):
+            follower.update(k, s)
+        return result
+
+    def new_follower(self) -> BoxFollower:
+        """A ``BoxFollower`` for one video, with this runner's input size and thresholds."""
+        return BoxFollower(self.input_wh, self.follow)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _find_engine(folder: Path, precision: str) -> Path:
+    found = [
+        folder / f"tardis_{precision}{s}" for s in ENGINE_SUFFIXES if (folder / f"tardis_{precision}{s}").is_file()
+    ]
+    if not found:
+        engines = sorted(p.name for s in ENGINE_SUFFIXES for p in folder.glob(f"*{s}")) or "none"
+        raise FileNotFoundError(
+            f"{folder} has no TensorRT engine tardis_{precision}.engine (engines there: {engines}); build it on this "
+            f"device with the artifact's trtexec_{precision}.sh, or pass engine=PATH"
+        )
+    return found[0]
+
+
+def open_runner(
+    artifact_path: str | Path,
+    backend: Backend | str = Backend.ONNXRUNTIME,
+    precision: str = "fp32",
+    providers: Sequence[str] | None = None,
+    decode: str = "graph",
+    *,
+    refine: bool = True,
+    flip_test: bool = False,
+    decode_method: str | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    engine: str | Path | None = None,
+    device: str = "cpu",
+    follow: FollowConfig | None = None,
+) -> Runner:
+    """Open an exported artifact (or, for the PyTorch backend, a run's ``model.pt``) for inference.
+
+    Args:
+        artifact_path: the artifact folder (or its ``model.json``); PyTorch backend: the run folder or ``model.pt``.
+        backend: ``Backend.ONNXRUNTIME`` (default), ``Backend.TENSORRT`` or ``Backend.PYTORCH`` (or their names).
+        precision: which exported model: ``fp32``, ``fp16``, ``int8`` (as listed in ``model.json``).
+        providers: ONNX Runtime execution providers (default: CUDA if available, then CPU).
+        decode: ``"graph"`` (decode inside the model) or ``"numpy"`` (heatmap model + ``decode_np``).
+        refine: second pass on a box around the first pass's confident keypoints (default on, as evaluation).
+        flip_test: average with the flipped crop (``decode="numpy"`` only; evaluation's default).
+        decode_method: NumPy decode method override (argmax | msra | dark | softargmax).
+        batch_size: most crops per backend call.
+        threads: ONNX Runtime intra-op threads.
+        engine: TensorRT engine path (default ``<artifact>/tardis_<precision>.engine``).
+        device: PyTorch device.
+        follow: detector-free box thresholds (``FollowConfig``).
+    """
+    kind = Backend.parse(backend)
+    path = Path(artifact_path)
+    if kind is not Backend.ONNXRUNTIME and providers is not None:
+        raise ValueError(f"providers are ONNX Runtime execution providers; the {kind.value} backend takes none")
+    if kind is not Backend.ONNXRUNTIME and threads is not None:
+        raise ValueError(f"threads sets ONNX Runtime's intra-op threads; the {kind.value} backend takes none")
+    if kind is not Backend.TENSORRT and engine is not None:
+        raise ValueError(f"engine= is a TensorRT engine path; the {kind.value} backend takes none")
+    if kind is not Backend.PYTORCH and device != "cpu":
+        raise ValueError(f"device= is the PyTorch device; choose the {kind.value} device with providers/engine")
+    if decode not in DECODES:
+        raise ValueError(f"unknown decode {decode!r}; choose one of {', '.join(DECODES)}")
+    impl: InferenceBackend
+    if kind is Backend.PYTORCH:
+        from tardis_edge.runtime.backends.pytorch import PyTorchBackend
+
+        if precision != "fp32":
+            raise ValueError(f"the PyTorch backend runs the checkpoint in fp32; got precision {precision!r}")
+        torch_backend = PyTorchBackend(path, device=device, decode=decode)
+        meta = torch_backend.metadata
+        impl = torch_backend
+    else:
+        folder = path.parent if path.name == METADATA_FILE else path
+        meta = ArtifactMetadata.load(folder)
+        if kind is Backend.ONNXRUNTIME:
+            from tardis_edge.runtime.backends.ort import OnnxRuntimeBackend
+
+            model_file = artifact_model_file(folder, meta, precision, heatmaps=decode == "numpy")
+            impl = OnnxRuntimeBackend(model_file, providers=providers, threads=threads)
+        else:
+            from tardis_edge.runtime.backends.trt import TensorRTBackend
+
+            impl = TensorRTBackend(Path(engine) if engine is not None else _find_engine(folder, precision))
+    try:
+        return Runner(
+            impl,
+            meta,
+            decode=decode,
+            refine=refine,
+            flip_test=flip_test,
+            decode_method=decode_method,
+            batch_size=batch_size,
+            follow=follow,
+        )
+    except Exception:
+        impl.close()
+        raise
