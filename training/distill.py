@@ -62,14 +62,30 @@ class DistillConfig:
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
 
 
-def sample_augmentation(cfg: GeometricConfig, rng: np.random.Generator) -> dict:
-    """Draw one set of geometric augmentation parameters (keyword arguments of ``geometry.crop_affine``)."""
-    return {
-        "flip": bool(rng.random() < cfg.flip_prob),
-        "rotation_deg": float(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)) if rng.random() < cfg.rotation_prob else 0.0,
-        "scale": float(rng.uniform(*cfg.scale_range)),
-        "shift_xy": (float(rng.uniform(-cfg.shift_frac, cfg.shift_frac)), float(rng.uniform(-cfg.shift_frac, cfg.shift_frac))),
-    }
+def crop_config(geo: GeometricConfig, input_wh: tuple[int, int], heatmap_wh: tuple[int, int], sigma: float = 2.0,
+                box_source: str = "auto"):
+    """The data stage's ``CropConfig`` for this augmentation recipe (one place turns the recipe into crops)."""
+    from tardis_edge.data.crops import CropConfig
+
+    return CropConfig(input_wh=tuple(input_wh), heatmap_wh=tuple(heatmap_wh), sigma=sigma, box_source=box_source,
+                      flip_prob=geo.flip_prob, rotation_deg=geo.rotation_deg, rotation_prob=geo.rotation_prob,
+                      scale_range=tuple(geo.scale_range), shift_frac=geo.shift_frac)
+
+
+class ImageStore:
+    """Decoded frames kept in memory across epochs (video frames are slow to seek; a few hundred fit easily)."""
+
+    def __init__(self) -> None:
+        self._images: dict[str, np.ndarray] = {}
+
+    def get(self, sample) -> np.ndarray:
+        from tardis_edge.data.dataset import read_sample_image
+
+        image = self._images.get(sample.sample_id)
+        if image is None:
+            image = read_sample_image(sample)
+            self._images[sample.sample_id] = image
+        return image
 
 
 class DistillDataset(Dataset):
@@ -85,8 +101,11 @@ class DistillDataset(Dataset):
         channel_mean: np.ndarray | None,
         channel_std: np.ndarray | None,
         epoch: int = 0,
+        images: ImageStore | None = None,
     ) -> None:
         self.samples = samples
+        self.images = images or ImageStore()
+        self.crop_cfg = crop_config(cfg.geometric, input_wh, heatmap_wh)
         self.cache = cache
         self.input_wh = input_wh
         self.heatmap_wh = heatmap_wh
@@ -99,16 +118,16 @@ class DistillDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        from tardis_edge.data.dataset import read_sample_image
+        from tardis_edge.data.crops import CropParams
         from tardis_edge.feature_cache import warp_cached_features
 
         rng = np.random.default_rng((self.cfg.seed, self.epoch, index))
         sample = self.samples[index]
         entry = self.cache.read(sample.sample_id)
         box = geometry.CropBox(*[float(v) for v in entry.box])
-        aug = sample_augmentation(self.cfg.geometric, rng)
-        student_m = geometry.crop_affine(box, self.input_wh, **aug)
-        image = read_sample_image(sample)
+        p = CropParams.draw(self.crop_cfg, rng)
+        student_m = geometry.crop_affine(box, self.input_wh, p.rotation_deg, p.flip, p.shift_xy, p.scale)
+        image = self.images.get(sample)
         crop = geometry.warp_image(image, student_m, self.input_wh)
         crop = photometric(crop, self.cfg.photometric, rng)
         stride = self.input_wh[0] / self.heatmap_wh[0]
@@ -184,8 +203,10 @@ def run_distill(
     total_steps = steps_per_epoch * cfg.epochs
     t0 = time.time()
     last_loss = float("nan")
+    images = ImageStore()
     for epoch in range(start_epoch, cfg.epochs):
-        dataset = DistillDataset(samples, cache, input_wh, heatmap_wh, cfg, stats[0], stats[1], epoch=epoch)
+        dataset = DistillDataset(samples, cache, input_wh, heatmap_wh, cfg, stats[0], stats[1], epoch=epoch,
+                                 images=images)
         # Same permutation on every rank and on resume: seeded by (seed, epoch); each rank takes its stride.
         order = np.random.default_rng((cfg.seed, epoch, 7)).permutation(len(samples))[d.rank :: d.world_size]
         batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]

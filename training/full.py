@@ -15,6 +15,7 @@ command again; finished stages are skipped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -40,7 +41,8 @@ from training.common import (
 )
 from training.config import load_config, save_config, to_dict
 from training.distill import DistillConfig, run_distill
-from training.extract import ExtractConfig, run_extract
+from tardis_edge.feature_cache import ExtractConfig, FeatureCache
+from training.extract import run_extract
 from training.keypoints import KeypointsConfig, evaluate_model, run_keypoints
 
 LOG = logging.getLogger("tardis")
@@ -98,7 +100,7 @@ def load_data(cfg: FullConfig, run_dir: Path):
         from tardis_edge.data.synthetic import generate_synthetic_project
 
         project = generate_synthetic_project(run_dir / "builtin-data")
-        data_path = project.root
+        data_path = project.project_dir
         LOG.info("no --data given: using the built-in procedural dataset at %s", data_path)
     else:
         data_path = Path(cfg.data.path)
@@ -109,6 +111,8 @@ def load_data(cfg: FullConfig, run_dir: Path):
         split = "openfield" if "openfield" in str(data_path) else "fraction"
     if split == "openfield":
         train, test = openfield_split(dataset)
+    elif split == "fraction" and cfg.data.path is None:
+        train, test = split_by_index(dataset, project.num_train)
     elif split == "fraction":
         train, test = split_by_index(dataset, max(1, int(round(len(dataset) * cfg.data.train_fraction))))
     else:
@@ -118,36 +122,57 @@ def load_data(cfg: FullConfig, run_dir: Path):
         videos += sorted(p for p in (Path(data_path) / "videos").iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mov"))
     unlabelled = []
     for v in videos:
-        unlabelled += sample_video_frames(v, cfg.data.frames_per_video)
+        unlabelled += sample_video_frames(v, cfg.data.frames_per_video, num_keypoints=dataset.schema.num_keypoints)
     LOG.info("split: %d train / %d test labelled samples; %d unlabelled frames from %d videos",
              len(train), len(test), len(unlabelled), len(videos))
     return dataset, train, test, unlabelled
 
 
-def stage_extract(cfg: FullConfig, run_dir: Path, samples: list, device: torch.device):
-    """Teacher features for every stage-1 crop, cached on disk (skipped when the cache is complete)."""
-    cfg.extract.cache = str(run_dir / "teacher_cache")
-    return run_extract(cfg.extract, samples, teacher_path=cfg.teacher, random_variant=cfg.random_teacher,
-                       random_depth=cfg.random_teacher_depth, device=device)
+def stage_extract(cfg: FullConfig, run_dir: Path, samples: list) -> FeatureCache:
+    """Teacher features for every stage-1 crop, cached on disk (finished samples are never recomputed)."""
+    cfg.extract.cache = run_dir / "teacher_cache"
+    cfg.extract.device = cfg.device
+    if cfg.teacher is not None:
+        cfg.extract.teacher, cfg.extract.random_teacher = Path(cfg.teacher), None
+    else:
+        cfg.extract.teacher, cfg.extract.random_teacher = None, cfg.random_teacher
+        cfg.extract.depth = cfg.random_teacher_depth
+    summary = run_extract(cfg.extract, samples)
+    LOG.info("extract: %s", {k: summary[k] for k in ("teacher", "computed", "reused", "crops_per_s", "map_shape")})
+    return FeatureCache(cfg.extract.cache)
+
+
+def model_config(cfg: FullConfig, stage: str, **changes) -> ModelConfig:
+    """The student's config for a stage: stage 1 has the feature decoder, stage 2 the heatmap head."""
+    size = (cfg.data.input_size, cfg.data.input_size)
+    if stage == "distill":
+        return dataclasses.replace(cfg.model, input_size=size, use_decoder=True, use_head=False, **changes)
+    return dataclasses.replace(cfg.model, input_size=size, use_decoder=False, use_head=True, **changes)
 
 
 def stage_distill(cfg: FullConfig, run_dir: Path, samples: list, cache, device: torch.device, d: Dist):
-    cfg.model.teacher_channels = cache.channels
-    model = build_model(cfg.model, stage="distill")
+    mcfg = model_config(cfg, "distill", teacher_channels=cache.channels)
+    model = build_model(mcfg)
     wh = (cfg.data.input_size, cfg.data.input_size)
     hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
-    return run_distill(model, samples, cache, cfg.distill, run_dir, wh, hm, device, d, to_dict(cfg.model))
+    return run_distill(model, samples, cache, cfg.distill, run_dir, wh, hm, device, d, mcfg.to_dict())
 
 
 def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device: torch.device, d: Dist):
     from tardis_edge.data.dataset import few_shot
 
-    cfg.model.num_keypoints = dataset.schema.num_keypoints
-    model = build_model(cfg.model, stage="keypoints")
+    mcfg = model_config(cfg, "keypoints", num_keypoints=dataset.schema.num_keypoints)
+    model = build_model(mcfg)
     if not cfg.skip_distill:
         state = load_checkpoint(run_dir / "distill_final.pt")["model"]
-        missing = model.load_encoder_state(state)
-        LOG.info("stage 2 starts from the stage-1 encoder (%d tensors not loaded: head)", len(missing))
+        encoder = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+        result = model.load_state_dict(encoder, strict=False)
+        not_head = [k for k in result.missing_keys if not k.startswith("head.")]
+        if not_head or result.unexpected_keys:
+            raise RuntimeError(f"stage-1 checkpoint does not fit the stage-2 student: missing {not_head[:5]}, "
+                               f"unexpected {result.unexpected_keys[:5]}; was it trained with another backbone?")
+        LOG.info("stage 2 starts from the stage-1 encoder (%d head tensors freshly initialised)",
+                 len(result.missing_keys))
     else:
         LOG.info("stage 2 from a random-init student (stage 1 skipped)")
     train_samples = list(train.samples)
@@ -159,7 +184,7 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device
     wh = (cfg.data.input_size, cfg.data.input_size)
     hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
     return run_keypoints(model, train_samples, list(test.samples), dataset.schema, cfg.keypoints, run_dir, wh, hm,
-                         device, d, to_dict(cfg.model))
+                         device, d, mcfg.to_dict())
 
 
 def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.device) -> dict:
@@ -167,7 +192,8 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.
     from training.overlays import draw_overlays
 
     state = load_checkpoint(run_dir / "keypoints_best.pt")
-    model = build_model(cfg.model, stage="keypoints")
+    mcfg = ModelConfig.from_dict(state["model_config"])
+    model = build_model(mcfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     wh = (cfg.data.input_size, cfg.data.input_size)
@@ -177,7 +203,7 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.
              sample_ids=np.array([s.sample_id for s in test.samples]))
     draw_overlays(list(test.samples)[:6], kps[:6], scores[:6], dataset.schema, run_dir / "overlays_test.png")
     # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
-    save_checkpoint(run_dir / "model.pt", model=model.state_dict(), model_config=to_dict(cfg.model),
+    save_checkpoint(run_dir / "model.pt", model=model.state_dict(), model_config=mcfg.to_dict(),
                     schema={"names": list(dataset.schema.names), "skeleton": [list(e) for e in dataset.schema.skeleton],
                             "flip_pairs": [list(p) for p in dataset.schema.flip_pairs],
                             "sigmas": list(dataset.schema.sigmas) if dataset.schema.sigmas else None},
@@ -224,12 +250,10 @@ def run(cfg: FullConfig) -> int:
     if not cfg.skip_distill:
         t = time.time()
         distill_samples = [s for s in train.samples] + unlabelled
-        cache = stage_extract(cfg, run_dir, distill_samples, device) if d.is_main else None
+        cache = stage_extract(cfg, run_dir, distill_samples) if d.is_main else None
         barrier(d)
         if cache is None:
-            from tardis_edge.feature_cache import FeatureCache
-
-            cache = FeatureCache.open(run_dir / "teacher_cache")
+            cache = FeatureCache(run_dir / "teacher_cache")
         timings["extract_s"] = time.time() - t
         t = time.time()
         if stage_is_done(run_dir, "distill"):

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tardis_edge import geometry
 from tardis_edge.augment import PhotometricConfig, photometric
-from tardis_edge.codec import encode_gaussian_targets, flip_indices_from_pairs
+from tardis_edge.codec import flip_indices_from_pairs
 from training.common import (
     Dist,
     History,
@@ -33,7 +32,7 @@ from training.common import (
     save_checkpoint,
     write_json,
 )
-from training.distill import GeometricConfig, lr_at, sample_augmentation
+from training.distill import GeometricConfig, crop_config, lr_at
 from training.predict import PredictConfig, predict_frames
 
 LOG = logging.getLogger("tardis")
@@ -55,7 +54,6 @@ class KeypointsConfig:
     integral_loss_weight: float = 0.0  # > 0 adds L1 on soft-argmax keypoints (input pixels / stride)
     softargmax_beta: float = 20.0
     whole_frame_prob: float = 0.25  # share of crops taken on the whole frame, as pass 1 of inference sees it
-    box_jitter: float = 0.15  # box centre jitter as a fraction of its size (pass-2 boxes come from predictions)
     eval_every: int = 5
     best_metric: str = "rmse_px"  # lower is better for *_px / rmse, higher for AP / PCK
     checkpoint_every_steps: int = 50
@@ -67,59 +65,39 @@ class KeypointsConfig:
 
 
 class KeypointDataset(Dataset):
-    """Augmented top-down crops of labelled samples with Gaussian targets.
+    """Augmented top-down crops of labelled samples with Gaussian targets (``tardis_edge.data.crops``) plus
+    photometric augmentation.
 
-    A crop is either the labelled-keypoint box (centre jittered, so boxes predicted at inference work) or,
-    with probability ``whole_frame_prob``, the whole frame (pass 1 of detector-free inference).
+    A crop is the labelled-keypoint box (shifted and scaled by the augmentation, so boxes predicted at inference
+    work) or, with probability ``whole_frame_prob``, the whole frame (pass 1 of detector-free inference).
     """
 
     def __init__(self, samples, schema, input_wh, heatmap_wh, cfg: KeypointsConfig, epoch: int = 0) -> None:
-        self.samples = samples
-        self.input_wh = input_wh
-        self.heatmap_wh = heatmap_wh
+        from tardis_edge.data.crops import TopDownDataset
+
         self.cfg = cfg
         self.epoch = epoch
-        self.flip_perm = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)
+        boxed = crop_config(cfg.geometric, input_wh, heatmap_wh, cfg.sigma)
+        whole = crop_config(cfg.geometric, input_wh, heatmap_wh, cfg.sigma, box_source="image")
+        self.boxed = TopDownDataset(samples, boxed, schema, seed=cfg.seed, cache_images=True)
+        self.whole = TopDownDataset(samples, whole, schema, seed=cfg.seed + 1)
+        self.whole._images = self.boxed._images  # one decoded copy of each frame
+        self.whole.cache_images = True
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.boxed.set_epoch(epoch)
+        self.whole.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.samples)
-
-    def crop_box(self, sample, image_wh, rng: np.random.Generator) -> geometry.CropBox:
-        if rng.random() < self.cfg.whole_frame_prob:
-            return geometry.box_from_image(image_wh, self.input_wh)
-        if sample.bbox_xywh is not None:
-            box = geometry.box_from_xywh(sample.bbox_xywh, self.input_wh)
-        else:
-            box = geometry.box_from_keypoints(sample.keypoints_xy, sample.visible, self.input_wh)
-        j = self.cfg.box_jitter
-        return geometry.CropBox(
-            box.cx + rng.uniform(-j, j) * box.width, box.cy + rng.uniform(-j, j) * box.height, box.width, box.height
-        )
+        return len(self.boxed)
 
     def __getitem__(self, index: int) -> dict:
-        from tardis_edge.data.dataset import read_sample_image
-
         rng = np.random.default_rng((self.cfg.seed, self.epoch, index, 2))
-        sample = self.samples[index]
-        image = read_sample_image(sample)
-        box = self.crop_box(sample, (image.shape[1], image.shape[0]), rng)
-        aug = sample_augmentation(self.cfg.geometric, rng)
-        m = geometry.crop_affine(box, self.input_wh, **aug)
-        crop = photometric(geometry.warp_image(image, m, self.input_wh), self.cfg.photometric, rng)
-        kps = geometry.apply_affine(sample.keypoints_xy, m)
-        visible = (np.asarray(sample.visible) > 0).astype(np.float32)
-        if aug["flip"]:
-            kps, visible = kps[self.flip_perm], visible[self.flip_perm]
-        stride = self.input_wh[0] / self.heatmap_wh[0]
-        heatmaps, weights = encode_gaussian_targets(
-            np.nan_to_num(kps, nan=-1e4), visible, self.heatmap_wh, stride, self.cfg.sigma
-        )
-        return {
-            "image": torch.from_numpy(crop).permute(2, 0, 1).float(),  # (3, H, W) RGB 0..255
-            "heatmaps": torch.from_numpy(heatmaps),  # (K, h, w)
-            "weights": torch.from_numpy(weights),  # (K,)
-            "keypoints": torch.from_numpy(np.nan_to_num(kps, nan=0.0).astype(np.float32)),  # (K, 2) input px
-        }
+        item = (self.whole if rng.random() < self.cfg.whole_frame_prob else self.boxed)[index]
+        crop = item["image"].permute(1, 2, 0).numpy().astype(np.uint8)  # (H, W, 3) RGB
+        item["image"] = torch.from_numpy(photometric(crop, self.cfg.photometric, rng)).permute(2, 0, 1).float()
+        return item
 
 
 def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -208,8 +186,11 @@ def run_keypoints(
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
                         step_in_epoch=step, history=history.state(), best_value=best_value, model_config=model_config)
 
+    dataset = None
     for epoch in range(start_epoch, cfg.epochs):
-        dataset = KeypointDataset(train_samples, schema, input_wh, heatmap_wh, cfg, epoch=epoch)
+        if dataset is None:
+            dataset = KeypointDataset(train_samples, schema, input_wh, heatmap_wh, cfg)
+        dataset.set_epoch(epoch)
         order = np.random.default_rng((cfg.seed, epoch, 11)).permutation(len(train_samples))[d.rank :: d.world_size]
         batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
         loader = DataLoader(dataset, batch_sampler=batches[start_step:], num_workers=cfg.num_workers)
@@ -228,7 +209,7 @@ def run_keypoints(
             loss = heatmap_loss(pred, batch["heatmaps"].to(device), weights)
             if cfg.integral_loss_weight > 0:
                 loss = loss + cfg.integral_loss_weight * integral_loss(
-                    pred, batch["keypoints"].to(device), weights, cfg.softargmax_beta, stride
+                    pred, batch["keypoints_input"].to(device), weights, cfg.softargmax_beta, stride
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
