@@ -468,6 +468,10 @@ class FeatureCache:
             self._lock_handle.close()
             self._lock_handle = None
 
+    def __getstate__(self) -> dict:
+        # open HDF5 handles and the writer's lock stay with the process that opened them (spawned workers reopen)
+        return {**self.__dict__, "_files": {}, "_lock_handle": None}
+
     def __enter__(self) -> FeatureCache:
         return self
 
@@ -508,6 +512,7 @@ class FeatureCache:
         cache = cls(root, expect=manifest)
         cache._lock()
         cache._drop_unfinished()
+        cache.verify()
         return cache
 
     def _lock(self) -> None:

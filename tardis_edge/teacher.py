@@ -271,6 +271,8 @@ def _normalise_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
             state_dict = state_dict[wrapper]
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
+        if key.startswith(("dino_head.", "ibot_head.")):  # projection heads of a training checkpoint
+            continue
         for prefix in ("module.", "backbone."):
             if key.startswith(prefix):
                 key = key[len(prefix) :]

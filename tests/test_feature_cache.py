@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import cv2
 import h5py
@@ -168,6 +169,9 @@ def test_cache_round_trip_and_channel_stats(tmp_path, tiny_teacher):
     np.testing.assert_allclose(std, stored.std(axis=(0, 2, 3)), rtol=1e-4)
     with pytest.raises(KeyError, match="'zz' is not in feature cache"):
         cache.read("zz")
+    # DataLoader workers started with spawn get a pickled copy: it reopens the shards itself
+    copy = pickle.loads(pickle.dumps(cache))
+    np.testing.assert_array_equal(copy.read("e").features, entry.features)
 
 
 def test_other_teacher_or_geometry_is_refused_then_rebuilt(tmp_path, tiny_teacher):
@@ -286,6 +290,8 @@ def test_truncated_or_damaged_shards_are_never_read(tmp_path, frames):
     shard.write_bytes(b"\0" * len(good))
     with pytest.raises(CacheCorruptError, match="cannot be opened by HDF5"):
         FeatureCache(cfg.cache).read(frames[0].sample_id)
+    with pytest.raises(CacheCorruptError, match="cannot be opened by HDF5"):
+        run_extract(cfg, frames, teacher)  # a resumed extraction opens every shard first
     summary = run_extract(ExtractConfig(**{**cfg.__dict__, "rebuild": True}), frames, teacher)
     assert summary["computed"] == 10
     FeatureCache(cfg.cache).verify()
