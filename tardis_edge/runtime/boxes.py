@@ -3,8 +3,10 @@
 Detector-free, as evaluation does it (``training/predict.py``'s two passes): a frame with no box yet is run on the
 whole frame (``geometry.box_from_image``), then on a padded box around the confident keypoints (the *refine*
 pass). On video, ``BoxFollower`` carries the box from frame to frame: the next frame starts from a box around this
-frame's confident keypoints (padding 1.25, centre and size smoothed by an exponential moving average), and drops
-back to the whole frame when the animal is lost (mean score below a threshold, or too few confident keypoints).
+frame's confident keypoints — padded 1.6 to leave room for motion, moved on by the animal's recent velocity, its
+size (optionally its centre) smoothed by an exponential moving average — and is refined at the trained padding
+1.25. It drops back to the whole frame when the animal is lost (mean score below a threshold, or too few confident
+keypoints).
 """
 
 from __future__ import annotations
@@ -28,17 +30,29 @@ class FollowConfig:
     min_score: float = 0.2  # a keypoint is confident above this score (training.predict's box_min_score)
     min_keypoints: int = 2  # lost with fewer confident keypoints than this (capped at K)
     lost_mean_score: float = 0.1  # lost when the mean score of all keypoints falls below this
-    smoothing: float = 0.5  # EMA weight of the newest box for centre and size (1: no smoothing)
-    padding: float = geometry.DEFAULT_PADDING  # box = keypoint extent x padding
+    smoothing: float = 0.5  # EMA weight of the newest box size (1: no smoothing): steadies the zoom
+    # EMA weight of the newest box centre. 1 (no smoothing) by default: a smoothed centre lags a moving animal by
+    # speed * (1 - w) / w per frame, and jitter of the start box does not matter when the refine pass recentres.
+    centre_smoothing: float = 1.0
+    predict_motion: bool = True  # move the start box by the recent velocity (see BoxFollower)
+    velocity_smoothing: float = 0.5  # EMA weight of the newest frame-to-frame centre motion
+    padding: float = geometry.DEFAULT_PADDING  # refine box = keypoint extent x padding (the trained framing)
+    # The box a video frame starts from is wider, so the motion since the previous frame stays inside it and the
+    # first pass sees the whole animal; the refine pass then crops at ``padding``.
+    track_padding: float = 1.6
     min_size: float = 16.0  # image pixels; lower bound of the unpadded box side (training.predict's box_min_size)
 
     def __post_init__(self) -> None:
-        if not 0 < self.smoothing <= 1:
-            raise ValueError(f"smoothing must be in (0, 1] (1 = no smoothing), got {self.smoothing}")
+        for name in ("smoothing", "centre_smoothing", "velocity_smoothing"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1] (1 = no smoothing), got {getattr(self, name)}")
         if self.min_keypoints < 1:
             raise ValueError(f"min_keypoints must be >= 1, got {self.min_keypoints}")
-        if self.padding < 1:
-            raise ValueError(f"padding must be >= 1 (1.25 is the trained crop), got {self.padding}")
+        if self.padding < 1 or self.track_padding < 1:
+            raise ValueError(
+                f"padding and track_padding must be >= 1 (1.25 is the trained crop), got {self.padding} and "
+                f"{self.track_padding}"
+            )
 
 
 def confident(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray:
@@ -74,7 +88,11 @@ def is_lost(scores: np.ndarray, keypoints: np.ndarray, cfg: FollowConfig) -> boo
 
 
 class BoxFollower:
-    """The crop box of the next video frame, from the previous frames' keypoints.
+    """The crop box of the next video frames, from the previous frames' keypoints.
+
+    The followed box moves with the animal's recent velocity (box centre per frame, smoothed): the box for the frame
+    ``n`` frames after the last update is shifted by ``n`` times that velocity. With batched inference a whole batch
+    starts from the state after the previous batch, so this keeps the later frames of a batch on a moving animal.
 
     Args:
         input_wh: network input ``(W_in, H_in)`` (boxes get its aspect ratio).
@@ -85,6 +103,7 @@ class BoxFollower:
         self.input_wh = input_wh
         self.cfg = cfg or FollowConfig()
         self._track: geometry.CropBox | None = None
+        self._velocity = np.zeros(2)  # box centre motion per frame, image pixels
         self.lost_frames = 0  # frames on which the animal was lost (the box fell back to the whole frame)
 
     @property
@@ -92,32 +111,39 @@ class BoxFollower:
         """True while a box is being followed, False while searching the whole frame."""
         return self._track is not None
 
-    def box(self, image_wh: tuple[int, int]) -> geometry.CropBox:
-        """The box to start the next frame from: the followed box, or the whole frame when searching."""
-        return self._track if self._track is not None else geometry.box_from_image(image_wh, self.input_wh)
+    def box(self, image_wh: tuple[int, int], frames_ahead: int = 1) -> geometry.CropBox:
+        """The box to start a frame from: the followed box moved ``frames_ahead`` frames on (1: the next frame), or
+        the whole frame while searching."""
+        if self._track is None:
+            return geometry.box_from_image(image_wh, self.input_wh)
+        dx, dy = self._velocity * frames_ahead if self.cfg.predict_motion else (0.0, 0.0)
+        t = self._track
+        return geometry.CropBox(t.cx + float(dx), t.cy + float(dy), t.width, t.height)
 
     def reset(self) -> None:
         """Forget the followed box (the next frame is searched whole): at a cut or a new video."""
         self._track = None
+        self._velocity = np.zeros(2)
 
     def update(self, keypoints: np.ndarray, scores: np.ndarray) -> None:
         """Take one frame's final prediction (``(K, 2)`` image pixels, ``(K,)`` scores) into the followed box."""
         if is_lost(scores, keypoints, self.cfg):
-            self._track = None
+            self.reset()
             self.lost_frames += 1
             return
         ok = confident(keypoints, scores, self.cfg.min_score)
         new = geometry.box_from_keypoints(
-            keypoints, ok, self.input_wh, padding=self.cfg.padding, min_size=self.cfg.min_size
+            keypoints, ok, self.input_wh, padding=self.cfg.track_padding, min_size=self.cfg.min_size
         )
         old = self._track
         if old is None:
             self._track = new
             return
-        a = self.cfg.smoothing
+        a, c, v = self.cfg.smoothing, self.cfg.centre_smoothing, self.cfg.velocity_smoothing
+        self._velocity = v * np.array([new.cx - old.cx, new.cy - old.cy]) + (1 - v) * self._velocity
         self._track = geometry.CropBox(
-            cx=a * new.cx + (1 - a) * old.cx,
-            cy=a * new.cy + (1 - a) * old.cy,
+            cx=c * new.cx + (1 - c) * old.cx,
+            cy=c * new.cy + (1 - c) * old.cy,
             width=a * new.width + (1 - a) * old.width,
             height=a * new.height + (1 - a) * old.height,
         )

@@ -247,9 +247,10 @@ class Runner:
     ) -> PoseResult:
         """Keypoints for consecutive video frames, the crop box following the animal.
 
-        Every frame of the batch starts from the follower's box as of the previous batch (the whole frame while
-        searching) or from its detector box; the refine pass then centres each frame's crop on its own keypoints,
-        and the follower takes each frame's result in order. With ``batch_size`` 1 the box follows frame by frame.
+        Every frame of the batch starts from the follower's box as of the previous batch, moved on by the animal's
+        recent velocity (the whole frame while searching), or from its detector box; the refine pass then centres
+        each frame's crop on its own keypoints, and the follower takes each frame's result in order. Call with one
+        frame at a time for frame-by-frame following; larger batches trade that for throughput.
 
         Args:
             frames: consecutive frames (see ``__call__``).
@@ -258,7 +259,7 @@ class Runner:
             color: ``"RGB"`` or ``"BGR"``.
         """
         rgb = as_frame_list(frames, color)
-        start = [follower.box((f.shape[1], f.shape[0])) for f in rgb]
+        start = [follower.box((f.shape[1], f.shape[0]), frames_ahead=j + 1) for j, f in enumerate(rgb)]
         if boxes is not None:
             given = self._initial_boxes(rgb, boxes) if isinstance(boxes, np.ndarray) else list(boxes)
             if len(given) != len(rgb):
