@@ -17,17 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tardis_edge.models.resnet import init_conv_bn
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+from tardis_edge.models.resnet import conv_bn, init_conv_bn
 
 
 class TopDownNeck(nn.Module):
@@ -54,10 +44,10 @@ class TopDownNeck(nn.Module):
         self.reduction = reductions[0]
         self.out_channels = out_channels
         self.laterals = nn.ModuleList(
-            [conv_bn_relu(int(info["num_chs"]), out_channels, 1, relu=False) for info in feature_info]
+            [conv_bn(int(info["num_chs"]), out_channels, 1, relu=False) for info in feature_info]
         )
         self.upsamples = nn.ModuleList([nn.Upsample(scale_factor=f, mode="nearest") for f in self.upsample_factors])
-        self.fuse = conv_bn_relu(out_channels, out_channels, 3)
+        self.fuse = conv_bn(out_channels, out_channels, 3)
         init_conv_bn(self)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -96,9 +86,7 @@ class HeatmapHead(nn.Module):
         if num_keypoints < 1 or depth < 0:
             raise ValueError(f"HeatmapHead needs num_keypoints >= 1 and depth >= 0; got {num_keypoints}, {depth}")
         channels = in_channels if channels is None else channels
-        self.layers = nn.Sequential(
-            *[conv_bn_relu(in_channels if i == 0 else channels, channels, 3) for i in range(depth)]
-        )
+        self.layers = nn.Sequential(*[conv_bn(in_channels if i == 0 else channels, channels, 3) for i in range(depth)])
         self.final = nn.Conv2d(channels if depth else in_channels, num_keypoints, kernel_size=1)
         init_conv_bn(self.layers)
         # Small initial heatmaps (as mmpose/HRNet): the first losses are dominated by the targets, not noise.

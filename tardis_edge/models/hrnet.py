@@ -17,17 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tardis_edge.models.resnet import BasicBlock, Bottleneck, conv3x3, init_conv_bn, make_res_layer
-
-
-def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, relu: bool = True) -> nn.Module:
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+from tardis_edge.models.resnet import BasicBlock, Bottleneck, conv3x3, conv_bn, init_conv_bn, make_res_layer
 
 
 class HRModule(nn.Module):
@@ -50,15 +40,15 @@ class HRModule(nn.Module):
                 if j > i:  # lower resolution: 1x1 to the target width, then nearest upsampling
                     row.append(
                         nn.Sequential(
-                            _conv_bn(c_in, channels[i], 1, relu=False),
+                            conv_bn(c_in, channels[i], 1, relu=False),
                             nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
                         )
                     )
                 elif j == i:
                     row.append(nn.Identity())
                 else:  # higher resolution: i - j strided 3x3 convs, the last one changes width, no ReLU
-                    steps = [_conv_bn(c_in, c_in, 3, stride=2) for _ in range(i - j - 1)]
-                    steps.append(_conv_bn(c_in, channels[i], 3, stride=2, relu=False))
+                    steps = [conv_bn(c_in, c_in, 3, stride=2) for _ in range(i - j - 1)]
+                    steps.append(conv_bn(c_in, channels[i], 3, stride=2, relu=False))
                     row.append(nn.Sequential(*steps))
             self.fuse_layers.append(row)
         self.relu = nn.ReLU(inplace=False)
@@ -122,9 +112,9 @@ class HRNet(nn.Module):
         layers = nn.ModuleList()
         for i, c in enumerate(channels):
             if i < len(previous):
-                layers.append(nn.Identity() if previous[i] == c else _conv_bn(previous[i], c, 3))
+                layers.append(nn.Identity() if previous[i] == c else conv_bn(previous[i], c, 3))
             else:
-                layers.append(_conv_bn(previous[-1], c, 3, stride=2))
+                layers.append(conv_bn(previous[-1], c, 3, stride=2))
         return layers
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:

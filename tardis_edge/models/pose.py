@@ -184,9 +184,9 @@ class PoseModel(nn.Module):
         if head_depth is not None:
             self.config.head_depth = head_depth
         self.config.__post_init__()
-        reference = self.pixel_mean
+        reference = next(self.neck.parameters())
         self.head = HeatmapHead(self.config.neck_channels, self.config.num_keypoints, self.config.head_depth)
-        self.head.to(device=reference.device)
+        self.head.to(device=reference.device, dtype=reference.dtype)
         self.config.use_head = True
         return self.head
 
