@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from tardis_edge.data import synthetic
+from tardis_edge.data.dlc import load_dlc_project
 from tardis_edge.data.synthetic import (
     BODYPARTS,
     KEYPOINT_PART,
@@ -223,13 +223,7 @@ def test_drawing_is_centred_on_the_pixel_centre_convention(radius):
         np.testing.assert_allclose(colour, alpha[..., None] * np.array(colours["nose"], dtype=np.float32), atol=1e-3)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tardis_edge.data.dlc") is None,
-    reason="tardis_edge.data.dlc (load_dlc_project) is not written yet",
-)
 def test_project_loads_with_the_dlc_loader(project):
-    from tardis_edge.data.dlc import load_dlc_project
-
     dataset = load_dlc_project(project.project_dir)
     assert dataset.schema.names == BODYPARTS
     assert set(dataset.schema.flip_pairs) == {(1, 2)}
@@ -239,4 +233,4 @@ def test_project_loads_with_the_dlc_loader(project):
         np.testing.assert_array_equal(sample.keypoints_xy, expected.astype(np.float32))
         np.testing.assert_array_equal(sample.visible, np.where(np.isnan(expected[:, 0]), 0.0, 2.0))
     train, test = dataset.split_by_index(project.num_train)
-    assert len(train) == 16 and len(test) == 4
+    assert tuple(train.sample_ids) == project.train_images and tuple(test.sample_ids) == project.test_images
