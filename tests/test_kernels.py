@@ -404,3 +404,16 @@ def test_import_and_cpu_path_work_without_triton():
     )
     assert result.returncode == 0, result.stderr
     assert "refused: the Triton kernels need triton: pip install 'tardis-edge[kernels]'" in result.stdout
+
+
+@pytest.mark.gpu
+def test_compiled_kernels_match_reference_on_cuda():
+    """On a GPU: the compiled kernels (not the interpreter) against the CPU reference, in a fresh process."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "kernels.bench", "--check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
