@@ -104,6 +104,7 @@ class BoxFollower:
         self.cfg = cfg or FollowConfig()
         self._track: geometry.CropBox | None = None
         self._velocity = np.zeros(2)  # box centre motion per frame, image pixels
+        self.last_frame: int | None = None  # frame number of the last update, when the caller gives them
         self.lost_frames = 0  # frames on which the animal was lost (the box fell back to the whole frame)
 
     @property
@@ -125,8 +126,23 @@ class BoxFollower:
         self._track = None
         self._velocity = np.zeros(2)
 
-    def update(self, keypoints: np.ndarray, scores: np.ndarray) -> None:
-        """Take one frame's final prediction (``(K, 2)`` image pixels, ``(K,)`` scores) into the followed box."""
+    def frames_ahead(self, frame: int | None, position: int) -> int:
+        """How many frames ``frame`` lies after the last update (``position + 1`` without frame numbers), so
+        skipped or unreadable frames count in the motion."""
+        if frame is None or self.last_frame is None:
+            return position + 1
+        return max(1, frame - self.last_frame)
+
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, frame: int | None = None) -> None:
+        """Take one frame's final prediction (``(K, 2)`` image pixels, ``(K,)`` scores) into the followed box.
+
+        Args:
+            keypoints: ``(K, 2)`` image pixels (NaN: not found).
+            scores: ``(K,)``.
+            frame: the frame number, when known: the velocity is then per real frame across gaps.
+        """
+        gap = 1 if frame is None or self.last_frame is None else max(1, frame - self.last_frame)
+        self.last_frame = frame
         if is_lost(scores, keypoints, self.cfg):
             self.reset()
             self.lost_frames += 1
@@ -140,7 +156,7 @@ class BoxFollower:
             self._track = new
             return
         a, c, v = self.cfg.smoothing, self.cfg.centre_smoothing, self.cfg.velocity_smoothing
-        self._velocity = v * np.array([new.cx - old.cx, new.cy - old.cy]) + (1 - v) * self._velocity
+        self._velocity = v * np.array([new.cx - old.cx, new.cy - old.cy]) / gap + (1 - v) * self._velocity
         self._track = geometry.CropBox(
             cx=c * new.cx + (1 - c) * old.cx,
             cy=c * new.cy + (1 - c) * old.cy,

@@ -244,6 +244,7 @@ class Runner:
         follower: BoxFollower,
         boxes: BoxesArg = None,
         color: str = "RGB",
+        frame_numbers: Sequence[int] | None = None,
     ) -> PoseResult:
         """Keypoints for consecutive video frames, the crop box following the animal.
 
@@ -257,9 +258,17 @@ class Runner:
             follower: the video's ``BoxFollower`` (its state carries over between calls).
             boxes: optional detector boxes per frame (None entries: follow).
             color: ``"RGB"`` or ``"BGR"``.
+            frame_numbers: the frames' numbers in the video, so the motion model counts frames skipped in between
+                (unreadable ones); default: consecutive.
         """
         rgb = as_frame_list(frames, color)
-        start = [follower.box((f.shape[1], f.shape[0]), frames_ahead=j + 1) for j, f in enumerate(rgb)]
+        numbers: list[int | None] = list(frame_numbers) if frame_numbers is not None else [None] * len(rgb)
+        if len(numbers) != len(rgb):
+            raise ValueError(f"got {len(rgb)} frames but {len(numbers)} frame numbers")
+        start = [
+            follower.box((f.shape[1], f.shape[0]), frames_ahead=follower.frames_ahead(n, j))
+            for j, (f, n) in enumerate(zip(rgb, numbers, strict=True))
+        ]
         if boxes is not None:
             given = self._initial_boxes(rgb, boxes) if isinstance(boxes, np.ndarray) else list(boxes)
             if len(given) != len(rgb):
@@ -267,8 +276,8 @@ class Runner:
             start = [s if b is None else b for s, b in zip(start, given, strict=True)]
         keypoints, scores = self.predict_boxes(rgb, start)
         result = self._refined(rgb, start, keypoints, scores)
-        for k, s in zip(result.keypoints, result.scores, strict=True):
-            follower.update(k, s)
+        for k, s, n in zip(result.keypoints, result.scores, numbers, strict=True):
+            follower.update(k, s, n)
         return result
 
     def new_follower(self) -> BoxFollower:
@@ -354,6 +363,10 @@ def open_runner(
         impl = torch_backend
     else:
         folder = path.parent if path.name == METADATA_FILE else path
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"artifact folder {folder} does not exist; pass the folder tardis-export wrote (with {METADATA_FILE})"
+            )
         meta = ArtifactMetadata.load(folder)
         if kind is Backend.ONNXRUNTIME:
             from tardis_edge.runtime.backends.ort import OnnxRuntimeBackend

@@ -1,0 +1,465 @@
+"""``tardis-edge``: run an exported artifact on images, videos and cameras (``predict``), time it (``bench``), and
+score it on a labelled set (``eval``). No torch is imported (unless ``--backend pytorch``).
+
+    tardis-edge predict ARTIFACT clip.mp4 frames/ --out results/ --overlay
+    tardis-edge bench ARTIFACT --batch-sizes 1,8 --out bench.json
+    tardis-edge eval ARTIFACT --data ../shared/data/openfield-Pranav-2018-10-30 --split openfield
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tardis_edge import geometry
+from tardis_edge.io import atomic_write_text
+from tardis_edge.runtime.backends import Backend
+from tardis_edge.runtime.boxes import read_boxes_csv
+from tardis_edge.runtime.runner import DECODES, Runner, open_runner
+from tardis_edge.runtime.video import Frame, FrameSource, ThreadedReader, open_sources
+from tardis_edge.runtime.writers import DlcResultWriter, OverlayVideo, draw_pose, write_overlay_image
+
+LOG = logging.getLogger("tardis_edge.runtime")
+SUMMARY_FILE = "summary.json"
+MAX_LISTED_BAD_FRAMES = 1000
+USER_ERRORS = (FileNotFoundError, ValueError, ImportError, RuntimeError, KeyError)
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _add_runner_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="artifact folder from tardis-export (pytorch backend: a run folder or model.pt)")
+    p.add_argument("--backend", default=Backend.ONNXRUNTIME.value, choices=[b.value for b in Backend])
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (as exported; default fp32)")
+    p.add_argument("--decode", default="graph", choices=DECODES, help="decode in the graph or in NumPy on heatmaps")
+    p.add_argument("--decode-method", help="NumPy decode override: argmax | msra | dark | softargmax")
+    p.add_argument("--flip-test", action="store_true", help="average with the flipped crop (needs --decode numpy)")
+    p.add_argument("--no-refine", action="store_true", help="skip the second pass on the box around the keypoints")
+    p.add_argument("--providers", type=_csv_list, help="ONNX Runtime providers, e.g. CUDAExecutionProvider")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--engine", help="TensorRT engine (default: ARTIFACT/tardis_<precision>.engine)")
+    p.add_argument("--device", default="cpu", help="PyTorch backend device")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per inference call (default 8)")
+
+
+def _open(args: argparse.Namespace, precision: str | None = None, backend: str | None = None) -> Runner:
+    return open_runner(
+        args.artifact,
+        backend=backend or args.backend,
+        precision=precision or args.precision,
+        providers=args.providers,
+        decode=args.decode,
+        refine=not args.no_refine,
+        flip_test=args.flip_test,
+        decode_method=args.decode_method,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        engine=args.engine,
+        device=args.device,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- predict
+class _SourceRun:
+    """Runs one source through the runner into its writers, in batches, keeping rows in frame order."""
+
+    def __init__(self, runner: Runner, source: FrameSource, args: argparse.Namespace, scorer: str, boxes: dict | None):
+        self.runner = runner
+        self.source = source
+        self.args = args
+        self.boxes = boxes
+        self.out = Path(args.out)
+        self.video = source.kind != "images"
+        self.follower = runner.new_follower() if self.video else None
+        self.writer = DlcResultWriter(self.out, source.name, scorer, runner.metadata.keypoint_names)
+        self.overlay = (
+            OverlayVideo(self.out / f"{source.name}_overlay.mp4", source.fps) if args.overlay and self.video else None
+        )
+        self.frames_done = 0
+        self.boxes_used = 0
+        self._since_flush = 0
+
+    def _user_box(self, frame: Frame) -> geometry.CropBox | None:
+        if self.boxes is None:
+            return None
+        xywh = self.boxes.get(frame.index) if self.video else self.boxes.get(frame.name, self.boxes.get(frame.index))
+        if xywh is None:
+            return None
+        self.boxes_used += 1
+        return geometry.box_from_xywh(xywh, self.runner.input_wh, self.runner.metadata.padding)
+
+    def _infer(self, batch: list[Frame]) -> None:
+        if not batch:
+            return
+        images = [f.image for f in batch]
+        user = [self._user_box(f) for f in batch] if self.boxes is not None else None
+        if self.follower is not None:
+            numbers = [f.index for f in batch]
+            result = self.runner.track(images, self.follower, boxes=user, color="BGR", frame_numbers=numbers)
+        else:
+            result = self.runner(images, boxes=user, color="BGR")
+        skeleton = self.runner.metadata.skeleton
+        for frame, kps, scores, box in zip(batch, result.keypoints, result.scores, result.boxes, strict=True):
+            self.writer.add(frame.index if self.video else frame.name, frame.index, kps, scores)
+            if self.args.overlay:
+                drawn = draw_pose(frame.image, kps, scores, skeleton, self.runner.follow.min_score, box.as_xywh())
+                if self.overlay is not None:
+                    self.overlay.write(drawn)
+                else:
+                    write_overlay_image(
+                        self.out / f"{self.source.name}_overlay" / f"{Path(frame.name).stem}.png", drawn
+                    )
+        self._count(len(batch))
+
+    def _count(self, n: int) -> None:
+        self.frames_done += n
+        self._since_flush += n
+        if self._since_flush >= self.args.flush_every:
+            self.writer.flush()
+            self._since_flush = 0
+
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        start = time.perf_counter()
+        bar = tqdm(
+            total=self.source.report.expected_frames,
+            unit="frame",
+            desc=self.source.name,
+            disable=self.args.quiet,
+            dynamic_ncols=True,
+        )
+        batch: list[Frame] = []
+        completed = False
+        try:
+            with ThreadedReader(self.source, queue_size=max(2 * self.args.batch_size, 8)) as reader:
+                for frame in reader:
+                    if frame.image is None:
+                        self._infer(batch)  # keep rows in frame order
+                        batch = []
+                        self.writer.add(frame.index if self.video else frame.name, frame.index, None, None)
+                        self._count(1)
+                    else:
+                        batch.append(frame)
+                        if len(batch) >= self.args.batch_size:
+                            self._infer(batch)
+                            batch = []
+                    bar.update(1)
+                self._infer(batch)
+            completed = True
+        finally:
+            bar.close()
+            self.writer.flush()  # whatever finished, also on Ctrl-C or an error
+            if self.overlay is not None:
+                self.overlay.close(keep=True)
+        seconds = time.perf_counter() - start
+        report = self.source.report
+        bad = [i for i, _ in report.bad_frames]
+        return {
+            "input": self.source.name,
+            "kind": report.kind,
+            "completed": completed,
+            "frames_expected": report.expected_frames,
+            "frames_processed": self.frames_done - len(bad),
+            "bad_frames": len(bad),
+            "bad_frame_indices": bad[:MAX_LISTED_BAD_FRAMES],
+            "bad_frame_reasons": sorted({r for _, r in report.bad_frames}),
+            "ended": report.ended,
+            "lost_frames": self.follower.lost_frames if self.follower is not None else None,
+            "boxes_from_file": self.boxes_used,
+            "seconds": round(seconds, 3),
+            "fps": round(self.frames_done / seconds, 2) if seconds > 0 else None,
+            "outputs": {k: str(v) for k, v in self.writer.paths.items()}
+            | ({"overlay": str(self.overlay.path)} if self.overlay is not None and self.overlay.frames else {}),
+        }
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.flush_every < 1:
+        raise ValueError("--batch-size and --flush-every must be >= 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+    boxes = read_boxes_csv(args.boxes) if args.boxes else None
+    sources = open_sources(args.inputs, args.max_frames)
+    if boxes is not None and len(sources) != 1:
+        raise ValueError(
+            f"--boxes gives the boxes of one input; got {len(sources)} inputs ({[s.name for s in sources]})"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _open(args) as runner:
+        scorer = args.scorer or f"tardis-edge_{Path(args.artifact).resolve().name}"
+        summary: dict = {
+            "artifact": str(args.artifact),
+            "backend": runner.backend.name,
+            "precision": args.precision,
+            "decode": f"{args.decode}:{runner.decode_method}",
+            "refine": runner.refine,
+            "scorer": scorer,
+            "inputs": [],
+        }
+        for source in sources:
+            summary["inputs"].append(_SourceRun(runner, source, args, scorer, boxes).run())
+            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
+    for item in summary["inputs"]:
+        bad = item["bad_frames"]
+        listed = ", ".join(str(i) for i in item["bad_frame_indices"][:20]) + (" …" if bad > 20 else "")
+        print(
+            f"{item['input']}: {item['frames_processed']} frames at {item['fps']} fps; bad frames: {bad}"
+            + (f" ({listed})" if bad else "")
+            + f"; {item['ended']}"
+        )
+    print(f"results in {out} ({SUMMARY_FILE})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+def _percentiles(times_s: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(times_s) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
+
+
+def _time(fn, warmup: int, iterations: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_runner(runner: Runner, batch_sizes: Sequence[int], warmup: int, iterations: int, frame_wh: tuple[int, int]):
+    """Latency and throughput of one runner: the model on crops, and the whole per-frame pipeline.
+
+    ``model``: ``infer_crops`` on a random ``(B, 3, H_in, W_in)`` batch (backend + decode). ``pipeline``: frames of
+    ``frame_wh`` through crop, inference, decode and (with refine) the second pass, as ``predict`` runs them.
+    """
+    rng = np.random.default_rng(0)
+    w_in, h_in = runner.input_wh
+    rows = []
+    for b in batch_sizes:
+        crops = rng.uniform(0, 255, size=(b, 3, h_in, w_in)).astype(np.float32)
+        frames = [rng.integers(0, 256, size=(frame_wh[1], frame_wh[0], 3), dtype=np.uint8) for _ in range(b)]
+        model = _time(lambda crops=crops: runner.infer_crops(crops), warmup, iterations)
+        pipeline = _time(lambda frames=frames: runner(frames), max(1, warmup // 2), max(3, iterations // 2))
+        rows.append(
+            {
+                "batch_size": b,
+                "model": _percentiles(model) | {"throughput_fps": round(b / float(np.median(model)), 2)},
+                "pipeline": _percentiles(pipeline)
+                | {"throughput_fps": round(b / float(np.median(pipeline)), 2), "passes": 2 if runner.refine else 1},
+            }
+        )
+    return rows
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import onnxruntime
+
+    entries = []
+    for backend in args.backends:
+        for precision in args.precisions:
+            try:
+                runner = _open(args, precision=precision, backend=backend)
+            except USER_ERRORS as e:
+                print(f"bench: {backend}/{precision}: not run: {e}", file=sys.stderr)
+                entries.append({"backend": backend, "precision": precision, "error": str(e)})
+                continue
+            with runner:
+                rows = bench_runner(runner, args.batch_sizes, args.warmup, args.iterations, tuple(args.frame_size))
+            entries.append(
+                {"backend": runner.backend.name, "precision": precision, "decode": args.decode, "rows": rows}
+            )
+            for row in rows:
+                m, p = row["model"], row["pipeline"]
+                print(
+                    f"{runner.backend.name} {precision} batch {row['batch_size']:>3}: model p50 {m['p50_ms']:.2f} ms "
+                    f"p99 {m['p99_ms']:.2f} ms ({m['throughput_fps']:.1f} crops/s); pipeline p50 {p['p50_ms']:.2f} ms "
+                    f"({p['throughput_fps']:.1f} frames/s)"
+                )
+    report = {
+        "artifact": str(args.artifact),
+        "host": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "settings": {
+            "warmup": args.warmup,
+            "iterations": args.iterations,
+            "frame_size": list(args.frame_size),
+            "threads": args.threads,
+            "refine": not args.no_refine,
+        },
+        "results": entries,
+    }
+    if args.out:
+        atomic_write_text(args.out, json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+    return 0 if any("rows" in e for e in entries) else 1
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+def select_split(dataset, split: str):
+    """The evaluation subset: ``openfield`` (the project's fixed test frames), ``all``, or a trailing fraction."""
+    from tardis_edge.data import openfield_split, split_by_index
+
+    if split == "openfield":
+        return openfield_split(dataset)[1]
+    if split == "all":
+        return dataset
+    try:
+        fraction = float(split)
+    except ValueError:
+        raise ValueError(f"--split must be openfield, all or a test fraction in (0, 1); got {split!r}") from None
+    if not 0 < fraction < 1:
+        raise ValueError(f"--split fraction must be in (0, 1), got {fraction}")
+    n_test = max(1, round(len(dataset) * fraction))
+    return split_by_index(dataset, len(dataset) - n_test)[1]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tardis_edge.data import load_dataset, read_sample_image
+    from tardis_edge.metrics import evaluate_predictions
+
+    dataset = load_dataset(args.data)
+    test = select_split(dataset, args.split).labelled_only()
+    if len(test) == 0:
+        raise ValueError(f"split {args.split!r} of {args.data} has no labelled samples to evaluate")
+    with _open(args) as runner:
+        names = list(runner.metadata.keypoint_names)
+        if names != list(dataset.schema.names):
+            raise ValueError(
+                f"the artifact's keypoints {names} differ from the dataset's {list(dataset.schema.names)}; evaluate on "
+                "data with the same keypoints"
+            )
+        keypoints, scores = [], []
+        for start in range(0, len(test), args.batch_size):
+            chunk = test.samples[start : start + args.batch_size]
+            images = [read_sample_image(s) for s in chunk]  # RGB
+            boxes = None
+            if args.gt_boxes:
+                missing = [s.sample_id for s in chunk if s.bbox_xywh is None]
+                if missing:
+                    raise ValueError(
+                        f"--gt-boxes: samples {missing[:3]} have no bounding box (DeepLabCut data has none)"
+                    )
+                boxes = np.stack([s.bbox_xywh for s in chunk])
+            result = runner(images, boxes=boxes, color="RGB")
+            keypoints.append(result.keypoints)
+            scores.append(result.scores)
+        metrics = evaluate_predictions(test, np.concatenate(keypoints), np.concatenate(scores), dataset.schema)
+        metrics["evaluated"] = {
+            "artifact": str(args.artifact),
+            "backend": runner.backend.name,
+            "precision": args.precision,
+            "decode": f"{args.decode}:{runner.decode_method}",
+            "flip_test": args.flip_test,
+            "refine": runner.refine,
+            "data": str(args.data),
+            "split": args.split,
+            "boxes": "ground truth" if args.gt_boxes else "detector-free (whole frame, then refine)",
+        }
+    text = json.dumps(metrics, indent=2, default=float)
+    if args.out:
+        atomic_write_text(args.out, text)
+    headline = {
+        k: metrics[k] for k in ("num_samples", "rmse_px", "mean_px", "PCK@0.05", "PCK@0.1", "AP") if k in metrics
+    }
+    print(json.dumps(headline))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tardis-edge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped frame and more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="keypoints for images, folders, videos, cameras, stream URLs")
+    _add_runner_options(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file, camera index or URL")
+    p.add_argument("--out", required=True, help="output folder (DeepLabCut CSV/H5, COCO results JSON, summary)")
+    p.add_argument("--overlay", action="store_true", help="also write the skeleton drawn on each frame")
+    p.add_argument("--boxes", help="CSV frame,x,y,w,h with your detector's boxes (one input only)")
+    p.add_argument("--max-frames", type=int, help="stop each input after N frames")
+    p.add_argument("--flush-every", type=int, default=500, help="rewrite the result files every N frames")
+    p.add_argument("--scorer", help="DeepLabCut scorer name (default tardis-edge_<artifact folder>)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="latency p50/p99 and throughput per batch size and backend")
+    _add_runner_options(p)
+    p.add_argument("--backends", type=_csv_list, help="comma-separated backends (default: --backend)")
+    p.add_argument("--precisions", type=_csv_list, help="comma-separated precisions (default: --precision)")
+    p.add_argument("--batch-sizes", type=_positive_ints, default=[1, 8], help="e.g. 1,8,32 (default 1,8)")
+    p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--frame-size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
+    p.add_argument("--out", help="JSON report path")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="accuracy (RMSE, PCK, OKS AP) of the artifact on a labelled set")
+    _add_runner_options(p)
+    p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO keypoints JSON")
+    p.add_argument("--split", default="all", help="openfield | all | a test fraction such as 0.2 (default all)")
+    p.add_argument("--gt-boxes", action="store_true", help="crop the labelled boxes (COCO) instead of detector-free")
+    p.add_argument("--out", help="metrics JSON path")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tardis-edge`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        args.backends = args.backends or [args.backend]
+        args.precisions = args.precisions or [args.precision]
+        unknown = [b for b in args.backends if b not in {x.value for x in Backend}]
+        if unknown:
+            parser.error(f"unknown backends {unknown}; choose from {[b.value for b in Backend]}")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"tardis-edge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tardis-edge {args.command}: interrupted; results written so far are complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
