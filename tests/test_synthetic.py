@@ -182,7 +182,7 @@ def test_bad_arguments_are_refused(tmp_path, kwargs, message):
 def test_clean_frame_has_the_part_colour_under_every_keypoint():
     """With no texture, lighting or noise, the pixel under each keypoint is exactly the part drawn there."""
     image_wh = ARGS["image_wh"]
-    for index in range(8):
+    for index in range(16):
         frame = render_labelled_frame(ARGS["seed"], index, image_wh, clean=True)
         noisy = render_labelled_frame(ARGS["seed"], index, image_wh)
         np.testing.assert_array_equal(frame.keypoints_xy, noisy.keypoints_xy)  # same animal in both modes
@@ -198,7 +198,7 @@ def _cross(u: np.ndarray, v: np.ndarray) -> float:
 
 def test_left_ear_is_on_the_animals_left():
     """Seen from above with y down, an animal's left is where (snout - neck) x (ear - neck) is negative."""
-    for index in range(8):
+    for index in range(16):
         kps = render_labelled_frame(ARGS["seed"], index, ARGS["image_wh"]).keypoints_xy
         snout, left, right, neck = kps[0], kps[1], kps[2], kps[3]
         assert _cross(snout - neck, left - neck) < 0 < _cross(snout - neck, right - neck), (

@@ -193,7 +193,7 @@ def generate_synthetic_project(
     marker = {"generator": GENERATOR, "version": GENERATOR_VERSION, "args": args}
 
     if out_dir.exists():
-        state = _existing_state(out_dir, marker, num_labelled)
+        state = _existing_state(out_dir, marker)
         if state == "complete":
             return _project(out_dir, num_labelled, num_unlabelled, image_wh)
         if state == "foreign":
@@ -204,10 +204,11 @@ def generate_synthetic_project(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would follow the folder into place
     try:
         _write_project(tmp, num_labelled, num_unlabelled, image_wh, seed)
         (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out_dir, marker, num_labelled)
+        _move_into_place(tmp, out_dir, marker)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _project(out_dir, num_labelled, num_unlabelled, image_wh)
@@ -220,8 +221,11 @@ def render_labelled_frame(seed: int, index: int, image_wh: tuple[int, int], clea
         clean: draw the same animal on a uniform grey background without shadow, lighting, blur or noise, so
             the pixels under the keypoints have exactly the part colours (for tests and debugging).
     """
-    rng = np.random.default_rng([seed, 0, index])
-    return _render_scene_frames(rng, image_wh, num_frames=1, clean=clean)[0]
+    return _render_scene_frames(_labelled_rng(seed, index), image_wh, num_frames=1, clean=clean)[0]
+
+
+def _labelled_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 0, index])  # stream 0: labelled frames; stream 1: video clips
 
 
 # ----------------------------------------------------------------------------------------------- the project
@@ -266,7 +270,7 @@ def _project(out_dir: Path, num_labelled: int, num_unlabelled: int, image_wh: tu
     )
 
 
-def _existing_state(out_dir: Path, marker: dict, num_labelled: int) -> str:
+def _existing_state(out_dir: Path, marker: dict) -> str:
     """``"complete"`` (reuse), ``"stale"`` (ours, other version/args or files missing: replace) or ``"foreign"``."""
     if not out_dir.is_dir():
         return "foreign"
@@ -281,15 +285,16 @@ def _existing_state(out_dir: Path, marker: dict, num_labelled: int) -> str:
         return "foreign"
     if found != marker:
         return "stale"
-    project = _project(out_dir, num_labelled, marker["args"]["num_unlabelled"], tuple(marker["args"]["image_wh"]))
+    args = marker["args"]
+    project = _project(out_dir, args["num_labelled"], args["num_unlabelled"], tuple(args["image_wh"]))
     needed = [project.config_path, project.labels_csv, project.video_path, *project.image_paths]
     return "complete" if all(p.is_file() for p in needed) else "stale"
 
 
-def _move_into_place(tmp: Path, out_dir: Path, marker: dict, num_labelled: int) -> None:
+def _move_into_place(tmp: Path, out_dir: Path, marker: dict) -> None:
     """Rename the finished ``tmp`` onto ``out_dir``; a stale project of ours is swapped out and deleted."""
     if out_dir.exists():
-        state = _existing_state(out_dir, marker, num_labelled)
+        state = _existing_state(out_dir, marker)
         if state == "complete":  # another process finished the same project first
             return
         if state == "foreign":
@@ -304,7 +309,7 @@ def _move_into_place(tmp: Path, out_dir: Path, marker: dict, num_labelled: int) 
     try:
         os.replace(tmp, out_dir)
     except OSError:
-        if _existing_state(out_dir, marker, num_labelled) != "complete":
+        if _existing_state(out_dir, marker) != "complete":
             raise
 
 
@@ -316,7 +321,7 @@ def _write_project(root: Path, num_labelled: int, num_unlabelled: int, image_wh:
     (root / "videos").mkdir()
     rows = []
     for index in range(num_labelled):
-        rng = np.random.default_rng([seed, 0, index])
+        rng = _labelled_rng(seed, index)
         frame = _render_scene_frames(rng, image_wh, num_frames=1, clean=False)[0]
         name = _image_name(index)
         if not cv2.imwrite(str(labelled_dir / name), frame.image):
