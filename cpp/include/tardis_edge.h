@@ -48,25 +48,29 @@ typedef enum tardis_status {
     TARDIS_ERROR_INFERENCE = 6,           /* the backend failed while running */
     TARDIS_ERROR_UNSUPPORTED = 7,         /* a valid request this build cannot serve (e.g. decode method) */
     TARDIS_ERROR_OUT_OF_MEMORY = 8,
-    TARDIS_ERROR_INTERNAL = 9
+    TARDIS_ERROR_INTERNAL = 9,
+    TARDIS_STATUS_MAX_ENUM_ = 0x7FFFFFFF /* not a status: makes every int a valid value of the type (C++ UB rule) */
 } tardis_status;
 
 typedef enum tardis_backend {
     TARDIS_BACKEND_AUTO = 0,       /* TensorRT when built and an engine exists, else OpenCV DNN */
     TARDIS_BACKEND_OPENCV_DNN = 1, /* CPU, reads the ONNX graph (the heatmap graph, decoded in C++) */
-    TARDIS_BACKEND_TENSORRT = 2    /* GPU, reads a serialized engine built by trtexec */
+    TARDIS_BACKEND_TENSORRT = 2,   /* GPU, reads a serialized engine built by trtexec */
+    TARDIS_BACKEND_MAX_ENUM_ = 0x7FFFFFFF
 } tardis_backend;
 
 typedef enum tardis_pixel_format {
     TARDIS_PIXEL_RGB8 = 0, /* 3 bytes per pixel, R G B */
-    TARDIS_PIXEL_BGR8 = 1  /* 3 bytes per pixel, B G R (OpenCV's cv::Mat order) */
+    TARDIS_PIXEL_BGR8 = 1, /* 3 bytes per pixel, B G R (OpenCV's cv::Mat order) */
+    TARDIS_PIXEL_MAX_ENUM_ = 0x7FFFFFFF
 } tardis_pixel_format;
 
 typedef enum tardis_decode_method {
     TARDIS_DECODE_ARGMAX = 0,     /* integer peak; ties resolve to the first maximum in row-major order */
     TARDIS_DECODE_MSRA = 1,       /* peak + quarter-pixel step toward the higher neighbour */
     TARDIS_DECODE_DARK = 2,       /* peak + Newton step on the blurred log-heatmap (DARK) */
-    TARDIS_DECODE_SOFT_ARGMAX = 3 /* expectation under softmax(beta * heatmap) */
+    TARDIS_DECODE_SOFT_ARGMAX = 3, /* expectation under softmax(beta * heatmap) */
+    TARDIS_DECODE_MAX_ENUM_ = 0x7FFFFFFF
 } tardis_decode_method;
 
 /* An 8-bit, 3-channel image in caller memory; rows are `stride_bytes` apart (>= 3 * width). */

@@ -66,8 +66,8 @@ const char* tardis_status_name(tardis_status status) {
         case TARDIS_ERROR_UNSUPPORTED: return "TARDIS_ERROR_UNSUPPORTED";
         case TARDIS_ERROR_OUT_OF_MEMORY: return "TARDIS_ERROR_OUT_OF_MEMORY";
         case TARDIS_ERROR_INTERNAL: return "TARDIS_ERROR_INTERNAL";
+        default: return "TARDIS_ERROR_UNKNOWN_STATUS";
     }
-    return "TARDIS_ERROR_UNKNOWN_STATUS";
 }
 
 const char* tardis_version(void) {
@@ -96,8 +96,8 @@ int tardis_backend_available(tardis_backend backend) {
         case TARDIS_BACKEND_AUTO: return opencv || tensorrt;
         case TARDIS_BACKEND_OPENCV_DNN: return opencv;
         case TARDIS_BACKEND_TENSORRT: return tensorrt;
+        default: return 0;
     }
-    return 0;
 }
 
 const char* tardis_backend_name(tardis_backend backend) {
@@ -105,8 +105,8 @@ const char* tardis_backend_name(tardis_backend backend) {
         case TARDIS_BACKEND_AUTO: return "auto";
         case TARDIS_BACKEND_OPENCV_DNN: return "opencv-dnn";
         case TARDIS_BACKEND_TENSORRT: return "tensorrt";
+        default: return "unknown";
     }
-    return "unknown";
 }
 
 void tardis_runner_options_init(tardis_runner_options* options) {

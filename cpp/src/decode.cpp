@@ -131,8 +131,8 @@ const char* decode_method_name(tardis_decode_method method) {
         case TARDIS_DECODE_MSRA: return "msra";
         case TARDIS_DECODE_DARK: return "dark";
         case TARDIS_DECODE_SOFT_ARGMAX: return "soft_argmax";
+        default: return "unknown";
     }
-    return "unknown";
 }
 
 void decode_heatmaps_cpu(const float* heatmaps, int n, int k, int height, int width, tardis_decode_method method,

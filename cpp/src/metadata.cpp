@@ -186,6 +186,15 @@ Metadata parse_metadata(const std::string& text, const std::string& source) {
 
     const json::Value& models = need(root, "models", json::Value::Type::Object, source);
     for (const auto& [key, value] : models.as_object()) meta.models.emplace(key, parse_model(key, value, source));
+    // {"fp32": {"file": ..., "heatmaps_file": ...}} is the other spelling of a separate "fp32_heatmaps" entry.
+    for (const auto& [key, value] : models.as_object()) {
+        const json::Value* heatmaps_file = value.find("heatmaps_file");
+        if (!heatmaps_file) continue;
+        if (!heatmaps_file->is_string() || heatmaps_file->as_string().empty())
+            bad(source, "models[\"" + key + "\"].heatmaps_file must be a file name, got " + describe(*heatmaps_file));
+        meta.models.emplace(key + "_heatmaps",
+                            ModelEntry{key + "_heatmaps", heatmaps_file->as_string(), {kOutputHeatmaps}, ""});
+    }
     if (meta.models.empty()) bad(source, "\"models\" is empty; the artifact lists no ONNX graph");
     return meta;
 }

@@ -46,8 +46,8 @@ struct Metadata {
     int num_keypoints() const { return static_cast<int>(keypoint_names.size()); }
     // Input pixels per heatmap pixel (validated: one integer stride on both axes).
     float stride() const { return static_cast<float>(input_width) / static_cast<float>(heatmap_width); }
-    // The graph producing heatmaps for `precision`: models[precision + "_heatmaps"], else models[precision] if it
-    // outputs heatmaps; nullptr if there is none.
+    // The graph producing heatmaps for `precision`: models[precision + "_heatmaps"] (also filled from
+    // models[precision].heatmaps_file), else models[precision] if it outputs heatmaps; nullptr if there is none.
     const ModelEntry* heatmap_model(const std::string& precision) const;
     // The graph with keypoints + scores outputs (decode inside the graph) for `precision`, or nullptr.
     const ModelEntry* keypoint_model(const std::string& precision) const;

@@ -65,7 +65,8 @@ void test_metadata() {
   "models": {"fp32": {"file": "tardis_fp32.onnx", "outputs": ["keypoints", "scores"]},
              "fp32_heatmaps": {"file": "tardis_fp32_heatmaps.onnx", "outputs": ["heatmaps"]},
              "fp16": {"file": "tardis_fp16.onnx", "engine": "orin_fp16.engine"},
-             "int8": {"file": "tardis_int8_heatmaps.onnx", "outputs": {"heatmaps": [1, 4, 48, 32]}}},
+             "int8": {"file": "tardis_int8_heatmaps.onnx", "outputs": {"heatmaps": [1, 4, 48, 32]}},
+             "fp16b": {"file": "b.onnx", "outputs": ["keypoints", "scores"], "heatmaps_file": "b_heatmaps.onnx"}},
   "padding": 1.5, "skeleton": [[0, 1]], "softargmax_beta": null, "std": [0.229, 0.224, 0.225],
   "versions": {"torch": "2.13.0"}, "extra_future_key": 1
 })";
@@ -78,7 +79,9 @@ void test_metadata() {
     CHECK(m.keypoint_model("fp16") && m.keypoint_model("fp16")->engine == "orin_fp16.engine");  // outputs inferred
     CHECK(m.heatmap_model("fp16") == nullptr);
     CHECK(m.heatmap_model("int8") && m.keypoint_model("int8") == nullptr);  // outputs given as a shape mapping
-    CHECK(m.model_keys() == "fp16, fp32, fp32_heatmaps, int8");
+    CHECK(m.heatmap_model("fp16b") && m.heatmap_model("fp16b")->file == "b_heatmaps.onnx");
+    CHECK(m.keypoint_model("fp16b") && m.keypoint_model("fp16b")->file == "b.onnx");
+    CHECK(m.model_keys() == "fp16, fp16b, fp16b_heatmaps, fp32, fp32_heatmaps, int8");
 
     std::string msg;
     CHECK(metadata_status("[]", &msg) == TARDIS_ERROR_BAD_METADATA && msg.find("must hold a JSON object") != std::string::npos);

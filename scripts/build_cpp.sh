@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Configure, build and test the C/C++ library (CMakeLists.txt, cpp/README.md).
+#
+#   scripts/build_cpp.sh [--sanitize] [-DOPTION=VALUE ...]
+#
+#   build/       Release build + ctest (always)
+#   build-asan/  with --sanitize: AddressSanitizer + UndefinedBehaviorSanitizer (UB fatal) + ctest; CUDA off there
+#                (device code is not instrumented, and it keeps the sanitized build fast)
+#
+# Extra -D options go to both configurations (e.g. -DTARDIS_TEST_ARTIFACT=/path/to/artifact). The Python used for
+# the reference-data tests is $TARDIS_PYTHON, else .venv/bin/python, else python3. Exits non-zero on any failure.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+sanitize=0
+extra=()
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize=1 ;;
+    -D*) extra+=("$arg") ;;
+    -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "build_cpp.sh: unknown argument '$arg' (use --sanitize or -DOPTION=VALUE)" >&2; exit 2 ;;
+  esac
+done
+
+python=${TARDIS_PYTHON:-}
+if [[ -z "$python" ]]; then
+  if [[ -x "$root/.venv/bin/python" ]]; then python="$root/.venv/bin/python"; else python=$(command -v python3); fi
+fi
+jobs=${TARDIS_BUILD_JOBS:-$(nproc)}
+
+configure_build_test() {
+  local dir="$root/$1"
+  shift
+  echo "== $dir"
+  cmake -S "$root" -B "$dir" -DTARDIS_PYTHON="$python" -DTARDIS_WERROR=ON "$@" ${extra[@]+"${extra[@]}"}
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs")
+}
+
+configure_build_test build -DCMAKE_BUILD_TYPE=Release
+if [[ $sanitize == 1 ]]; then
+  configure_build_test build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTARDIS_SANITIZE=ON -DTARDIS_WITH_CUDA=OFF
+fi
