@@ -4,7 +4,7 @@ The teacher ran once per sample (``training.extract``); here each step warps the
 affine as the student's augmented crop (plus a validity mask), so geometric augmentation costs no teacher
 passes. Photometric augmentation touches the student input only. Loss: MSE masked by validity.
 
-    python -m training.distill --run=runs/x [--data=...] [--distill.epochs=30 ...]
+    python -m training.distill --out=runs/x [--data=...] [--distill.epochs=30 ...]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class DistillConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
+    time_budget_s: float = 0.0  # > 0: stop after this much training wall time; the LR schedule follows the clock
     normalize_targets: bool = True  # standardise teacher channels with cache-wide mean/std (MSE on comparable scales)
     checkpoint_every_steps: int = 50  # plus one at every epoch end; a killed run resumes from the latest
     num_workers: int = 0
@@ -153,13 +154,32 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return sq.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
 
-def lr_at(step: int, total: int, cfg: DistillConfig | object) -> float:
-    """Linear warm-up then cosine decay to 1% (shared by both stages)."""
+def lr_at(step: int, progress: float, cfg: DistillConfig | object) -> float:
+    """LR factor: linear warm-up over ``warmup_steps``, then cosine decay to 1% as ``progress`` goes 0 -> 1
+    (shared by both stages; ``progress`` is steps done / total steps, or elapsed / time budget)."""
     warm = getattr(cfg, "warmup_steps", 0)
     if step < warm:
         return (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+class Clock:
+    """Training wall time across resumes, and the optional time budget that ends a stage."""
+
+    def __init__(self, budget_s: float, elapsed_before_s: float = 0.0) -> None:
+        self.budget_s = budget_s
+        self.before = elapsed_before_s
+        self.start = time.time()
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.start
+
+    def progress(self, step: int, total_steps: int) -> float:
+        by_steps = step / max(1, total_steps)
+        return max(by_steps, self.elapsed() / self.budget_s) if self.budget_s > 0 else by_steps
+
+    def exhausted(self) -> bool:
+        return self.budget_s > 0 and self.elapsed() >= self.budget_s
 
 
 def run_distill(
@@ -187,13 +207,14 @@ def run_distill(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = History()
-    start_epoch, start_step = 0, 0
+    start_epoch, start_step, elapsed_before = 0, 0, 0.0
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         history.rows = list(state["history"])
+        elapsed_before = float(state.get("elapsed_s", 0.0))
         LOG.info("stage 1: resuming from %s (epoch %d, step %d)", ckpt_path, start_epoch + 1, start_step)
     ddp_model = model
     if d.enabled:
@@ -202,6 +223,7 @@ def run_distill(
     steps_per_epoch = math.ceil(len(samples) / (cfg.batch_size * d.world_size))
     total_steps = steps_per_epoch * cfg.epochs
     t0 = time.time()
+    clock = Clock(cfg.time_budget_s, elapsed_before)
     last_loss = float("nan")
     images = ImageStore()
     for epoch in range(start_epoch, cfg.epochs):
@@ -218,7 +240,7 @@ def run_distill(
         for step, batch in enumerate(bar, start=start_step):
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_at(global_step, total_steps, cfg)
+                group["lr"] = cfg.lr * lr_at(global_step, clock.progress(global_step, total_steps), cfg)
             out = ddp_model(batch["image"].to(device))
             loss = masked_mse(out["features"], batch["features"].to(device), batch["mask"].to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -228,20 +250,41 @@ def run_distill(
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if d.is_main and (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < len(batches):
                 save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                                step_in_epoch=step + 1, history=history.state(), model_config=model_config)
+                                step_in_epoch=step + 1, history=history.state(), model_config=model_config,
+                                elapsed_s=clock.elapsed())
+            if clock.exhausted():
+                break
         start_step = 0
         last_loss = all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), d)
         history.add(epoch=epoch + 1, distill_loss=last_loss)
         if d.is_main:
             LOG.info("stage 1 epoch %d/%d: masked MSE %.4f (%.0fs)", epoch + 1, cfg.epochs, last_loss, time.time() - t0)
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                            step_in_epoch=0, history=history.state(), model_config=model_config)
+                            step_in_epoch=0, history=history.state(), model_config=model_config,
+                            elapsed_s=clock.elapsed())
             plot_curves(history.rows, run_dir / "curves_distill.png", "stage 1: distillation")
+        if clock.exhausted():
+            LOG.info("stage 1: time budget of %.0f s spent after %d epochs", cfg.time_budget_s, epoch + 1)
+            break
     if history.rows:
         last_loss = history.rows[-1]["distill_loss"]
-    summary = {"final_loss": last_loss, "epochs": cfg.epochs, "samples": len(samples), "seconds": time.time() - t0}
+    summary = {"final_loss": last_loss, "epochs": len(history.rows), "samples": len(samples),
+               "seconds": clock.elapsed(), "time_budget_s": cfg.time_budget_s}
     if d.is_main:
         save_checkpoint(run_dir / "distill_final.pt", model=model.state_dict(), model_config=model_config,
                         history=history.state())
         mark_stage_done(run_dir, "distill", summary)
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.distill``: the same config and run folder as ``training.full``, this stage only."""
+    from training.full import main as full_main
+
+    return full_main(argv, stages=("extract", "distill"), prog="python -m training.distill")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

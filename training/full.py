@@ -48,6 +48,9 @@ from training.keypoints import KeypointsConfig, evaluate_model, run_keypoints
 LOG = logging.getLogger("tardis")
 
 
+STAGES = ("extract", "distill", "keypoints", "evaluate")
+
+
 @dataclass
 class DataConfig:
     """Where the frames come from and how they are split and cropped."""
@@ -60,18 +63,22 @@ class DataConfig:
     train_fraction: float = 0.8  # for split=fraction (and auto on non-openfield data): first part trains
     input_size: int = 256
     heatmap_size: int = 64
+    builtin_labelled: int = 120  # size of the built-in procedural dataset (used when path is None)
+    builtin_unlabelled: int = 120
 
 
 @dataclass
 class FullConfig:
     """The whole run. Sections are the stages' own configs."""
 
-    run: str = "runs/default"
+    out: str = "runs/default"  # the run folder (named "out", not "run": torchrun would read --run as its --run-path)
     device: str = "auto"
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 avoids OpenMP spinning on a busy machine
     teacher: str | None = None  # a DINOv2 checkpoint (.pth); None = random teacher (clearly labelled)
     random_teacher: str = "vits14"  # architecture of the random teacher when no checkpoint is given
     random_teacher_depth: int = 4
     skip_distill: bool = False  # ablation: stage 2 from a random-init student
+    stages: list[str] = field(default_factory=lambda: list(STAGES))  # run only these (training.distill: up to distill)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -99,7 +106,8 @@ def load_data(cfg: FullConfig, run_dir: Path):
     if cfg.data.path is None:
         from tardis_edge.data.synthetic import generate_synthetic_project
 
-        project = generate_synthetic_project(run_dir / "builtin-data")
+        project = generate_synthetic_project(run_dir / "builtin-data", num_labelled=cfg.data.builtin_labelled,
+                                             num_unlabelled=cfg.data.builtin_unlabelled)
         data_path = project.project_dir
         LOG.info("no --data given: using the built-in procedural dataset at %s", data_path)
     else:
@@ -212,9 +220,10 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stages: tuple[str, ...] | None = None, prog: str = "python -m training.full") -> int:
+    """CLI of ``training.full``; the single-stage modules call it with ``stages`` set."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.full",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         epilog="Any config field can be overridden: --distill.epochs=10 --model.backbone=resnet18 (see the run's config.yaml).",
     )
@@ -229,14 +238,23 @@ def main(argv: list[str] | None = None) -> int:
         from training.config import from_dict, merge, parse_overrides
 
         cfg = from_dict(FullConfig, merge(to_dict(cfg), parse_overrides(overrides)))
+    if stages is not None:
+        cfg.stages = list(stages)
+    unknown = sorted(set(cfg.stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
     return run(cfg)
 
 
 def run(cfg: FullConfig) -> int:
-    run_dir = Path(cfg.run)
+    run_dir = Path(cfg.out)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     d = init_distributed(device)
     setup_logging(run_dir, d)
+    if d.enabled:
+        LOG.info("distributed: rank %d of %d", d.rank, d.world_size)
     t0 = time.time()
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +265,8 @@ def run(cfg: FullConfig) -> int:
                     "recipe", cfg.random_teacher, cfg.random_teacher_depth)
     dataset, train, test, unlabelled = load_data(cfg, run_dir)
     timings = {}
-    if not cfg.skip_distill:
+    wanted = set(cfg.stages)
+    if not cfg.skip_distill and wanted & {"extract", "distill"}:
         t = time.time()
         distill_samples = [s for s in train.samples] + unlabelled
         cache = stage_extract(cfg, run_dir, distill_samples) if d.is_main else None
@@ -256,18 +275,21 @@ def run(cfg: FullConfig) -> int:
             cache = FeatureCache(run_dir / "teacher_cache")
         timings["extract_s"] = time.time() - t
         t = time.time()
-        if stage_is_done(run_dir, "distill"):
+        if "distill" not in wanted:
+            pass
+        elif stage_is_done(run_dir, "distill"):
             LOG.info("stage 1 already finished: %s", read_stage_summary(run_dir, "distill"))
         else:
             stage_distill(cfg, run_dir, distill_samples, cache, device, d)
         timings["distill_s"] = time.time() - t
-    t = time.time()
-    if stage_is_done(run_dir, "keypoints"):
-        LOG.info("stage 2 already finished: %s", read_stage_summary(run_dir, "keypoints"))
-    else:
-        stage_keypoints(cfg, run_dir, dataset, train, test, device, d)
-    timings["keypoints_s"] = time.time() - t
-    if not d.is_main:
+    if "keypoints" in wanted:
+        t = time.time()
+        if stage_is_done(run_dir, "keypoints"):
+            LOG.info("stage 2 already finished: %s", read_stage_summary(run_dir, "keypoints"))
+        else:
+            stage_keypoints(cfg, run_dir, dataset, train, test, device, d)
+        timings["keypoints_s"] = time.time() - t
+    if not d.is_main or "evaluate" not in wanted:
         return 0
     metrics = stage_evaluate(cfg, run_dir, dataset, test, device)
     timings["total_s"] = time.time() - t0

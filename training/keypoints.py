@@ -5,7 +5,7 @@ kernel's autograd function); modes: all labels or few-shot (N labelled images pe
 frozen or fine-tuned encoder. Evaluation every few epochs on the held-out split, detector-free
 (whole frame, then a crop around the model's own keypoints) with flip test; the best checkpoint is kept.
 
-    python -m training.keypoints --run=runs/x [--keypoints.epochs=60 ...]
+    python -m training.keypoints --out=runs/x [--keypoints.epochs=60 ...]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from training.common import (
     save_checkpoint,
     write_json,
 )
-from training.distill import GeometricConfig, crop_config, lr_at
+from training.distill import Clock, GeometricConfig, crop_config, lr_at
 from training.predict import PredictConfig, predict_frames
 
 LOG = logging.getLogger("tardis")
@@ -48,6 +48,7 @@ class KeypointsConfig:
     encoder_lr_scale: float = 1.0  # encoder lr = lr * this (fine-tuned); ignored when frozen
     weight_decay: float = 1e-4
     warmup_steps: int = 50
+    time_budget_s: float = 0.0  # > 0: stop after this much training wall time; the LR schedule follows the clock
     freeze_encoder: bool = False
     few_shot_per_category: int = 0  # 0 = all labelled training images; N = N images per category (seeded)
     sigma: float = 2.0  # heatmap Gaussian, heatmap pixels
@@ -129,6 +130,19 @@ def evaluate_model(model, samples, schema, input_wh, cfg: PredictConfig, device)
     return metrics, kps, scores
 
 
+def check_replicas_in_sync(model: torch.nn.Module, d: Dist) -> None:
+    """DDP invariant: every rank ends with the same weights (max and min of a parameter checksum agree)."""
+    import torch.distributed as dist
+
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    lo, hi = total.clone(), total.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.allclose(lo, hi, rtol=0, atol=1e-9 * max(1.0, abs(float(hi)))):
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums range {float(lo):.9g}..{float(hi):.9g}")
+    LOG.info("DDP: %d replicas in sync (parameter checksum %.9g)", d.world_size, float(hi))
+
+
 def _better(metric: str, new: float, old: float | None) -> bool:
     if old is None or not np.isfinite(old):
         return bool(np.isfinite(new))
@@ -167,7 +181,7 @@ def run_keypoints(
         groups.append({"params": enc_params, "lr_scale": cfg.encoder_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = History()
-    start_epoch, start_step, best_value = 0, 0, None
+    start_epoch, start_step, best_value, elapsed_before = 0, 0, None, 0.0
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
@@ -175,16 +189,19 @@ def run_keypoints(
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         history.rows = list(state["history"])
         best_value = state.get("best_value")
+        elapsed_before = float(state.get("elapsed_s", 0.0))
         LOG.info("stage 2: resuming from %s (epoch %d, step %d)", ckpt_path, start_epoch + 1, start_step)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
     stride = input_wh[0] / heatmap_wh[0]
     steps_per_epoch = math.ceil(len(train_samples) / (cfg.batch_size * d.world_size))
     total_steps = steps_per_epoch * cfg.epochs
     t0 = time.time()
+    clock = Clock(cfg.time_budget_s, elapsed_before)
 
     def checkpoint(epoch: int, step: int) -> None:
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                        step_in_epoch=step, history=history.state(), best_value=best_value, model_config=model_config)
+                        step_in_epoch=step, history=history.state(), best_value=best_value, model_config=model_config,
+                        elapsed_s=clock.elapsed())
 
     dataset = None
     for epoch in range(start_epoch, cfg.epochs):
@@ -201,7 +218,8 @@ def run_keypoints(
         bar = tqdm(loader, desc=f"keypoints {epoch + 1}/{cfg.epochs}", disable=not d.is_main, leave=False,
                    initial=start_step, total=len(batches))
         for step, batch in enumerate(bar, start=start_step):
-            scale = lr_at(epoch * steps_per_epoch + step, total_steps, cfg)
+            global_step = epoch * steps_per_epoch + step
+            scale = lr_at(global_step, clock.progress(global_step, total_steps), cfg)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * scale * group["lr_scale"]
             pred = ddp_model(batch["image"].to(device))["heatmaps"]
@@ -218,9 +236,11 @@ def run_keypoints(
             bar.set_postfix(loss=f"{loss.item():.2e}")
             if d.is_main and (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < len(batches):
                 checkpoint(epoch, step + 1)
+            if clock.exhausted():
+                break
         start_step = 0
         row = {"epoch": epoch + 1, "keypoint_loss": all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), d)}
-        last = epoch + 1 == cfg.epochs
+        last = epoch + 1 == cfg.epochs or clock.exhausted()
         if d.is_main and val_samples and ((epoch + 1) % cfg.eval_every == 0 or last):
             metrics, _, _ = evaluate_model(model, val_samples, schema, input_wh, cfg.predict, device)
             row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -237,11 +257,29 @@ def run_keypoints(
         if d.is_main:
             checkpoint(epoch + 1, 0)
             plot_curves(history.rows, run_dir / "curves_keypoints.png", "stage 2: keypoints")
+        if clock.exhausted():
+            LOG.info("stage 2: time budget of %.0f s spent after %d epochs", cfg.time_budget_s, epoch + 1)
+            break
+    if d.enabled:
+        check_replicas_in_sync(model, d)
     if d.is_main and not best_path.exists():  # no validation split: the last model is the one we keep
         save_checkpoint(best_path, model=model.state_dict(), model_config=model_config, epoch=cfg.epochs, metrics={})
-    summary = {"best_" + cfg.best_metric: best_value, "epochs": cfg.epochs, "train_samples": len(train_samples),
+    summary = {"best_" + cfg.best_metric: best_value, "epochs": len(history.rows), "seconds_training": clock.elapsed(), "train_samples": len(train_samples),
                "val_samples": len(val_samples), "seconds": time.time() - t0, "best_checkpoint": str(best_path)}
     if d.is_main:
         write_json(run_dir / "keypoints_history.json", history.rows)
         mark_stage_done(run_dir, "keypoints", summary)
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.keypoints``: the same config and run folder as ``training.full``, this stage only."""
+    from training.full import main as full_main
+
+    return full_main(argv, stages=("keypoints", "evaluate"), prog="python -m training.keypoints")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
