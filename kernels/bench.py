@@ -28,6 +28,7 @@ Targets on an H100 (checked in the JSON's ``targets`` when Triton ran): >= 70% o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -98,7 +99,7 @@ def make_inputs(n: int, dtype: torch.dtype, device: torch.device, seed: int = 0)
     input_wh = (4 * WIDTH, 4 * HEIGHT)
     affines = []
     for _ in range(n):
-        box = geometry.box_from_xywh(rng.uniform([0, 0, 40, 40], [400, 300, 240, 180]), input_wh)
+        box = geometry.box_from_xywh(rng.uniform([0, 0, 40, 40], [400, 300, 240, 180]).tolist(), input_wh)
         affines.append(geometry.heatmap_to_image_affine(geometry.crop_affine(box, input_wh), 4.0))
     heatmaps = maps.reshape(n, NUM_K, HEIGHT, WIDTH).to(device=device, dtype=dtype).contiguous()
     return heatmaps, torch.from_numpy(np.stack(affines)).to(device=device, dtype=torch.float32)
@@ -147,6 +148,7 @@ def parity_check(device: torch.device, shapes: tuple[tuple[int, int, int, int], 
             got_in = maps.to(device, copy=True).requires_grad_(True)
             got_xy = soft_argmax(got_in, GRAD_BETA, backend="triton")
             got_xy.backward(grad_xy.to(device=device, dtype=dtype))
+            assert got_in.grad is not None and ref_in.grad is not None
             ref_grad = ref_in.grad.float()
             grad_err = (got_in.grad.cpu().float() - ref_grad).abs()
             if dtype == torch.float32:
@@ -166,7 +168,7 @@ def parity_check(device: torch.device, shapes: tuple[tuple[int, int, int, int], 
 
 def _cpu_median_ms(fn: Callable[[], object], min_seconds: float = 0.3, max_runs: int = 50) -> float:
     fn()
-    times = []
+    times: list[float] = []
     start = time.perf_counter()
     while len(times) < 3 or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
         t0 = time.perf_counter()
@@ -184,8 +186,11 @@ def _bytes_moved(method: str, heatmaps: torch.Tensor) -> int:
     return maps + n * k * 3 * 4 + n * 6 * 4  # maps in; keypoints, scores out; affines in
 
 
-def _callables(method: str, heatmaps: torch.Tensor, affines: torch.Tensor, compile_reference: bool):
-    """{backend: fn} for one configuration (compile entries are built lazily by torch.compile on first call)."""
+def _callables(
+    method: str, heatmaps: torch.Tensor, affines: torch.Tensor, compile_reference: bool
+) -> dict[str, Callable[[], object]]:
+    """{backend: fn} for one configuration (torch.compile compiles on the first call, the warm-up)."""
+    fns: dict[str, Callable[[], object]] = {}
     if method == TRAIN_METHOD:
         leaf = heatmaps.detach().clone().requires_grad_(True)
         grad_xy = torch.ones(heatmaps.shape[0], heatmaps.shape[1], 2, device=heatmaps.device, dtype=heatmaps.dtype)
@@ -197,24 +202,29 @@ def _callables(method: str, heatmaps: torch.Tensor, affines: torch.Tensor, compi
 
             return run
 
-        fns = {"triton": step("triton"), "eager": step("torch")}
+        def reference_forward(maps: torch.Tensor) -> torch.Tensor:
+            return reference.soft_argmax(maps, BETA)
+
+        def run_compiled() -> None:
+            leaf.grad = None
+            compiled_forward(leaf).backward(grad_xy)
+
+        fns["triton"] = step("triton")
+        fns["eager"] = step("torch")
         if compile_reference:
-            compiled = torch.compile(lambda t: reference.soft_argmax(t, BETA), dynamic=False)
-
-            def run_compiled() -> None:
-                leaf.grad = None
-                compiled(leaf).backward(grad_xy)
-
+            compiled_forward = torch.compile(reference_forward, dynamic=False)
             fns["compile"] = run_compiled
         return fns
+
     beta = BETA if method == "softargmax" else None
-    fns = {
-        "triton": lambda: kernel_decode(heatmaps, method, beta, affines, backend="triton"),
-        "eager": lambda: reference_decode(heatmaps, method, beta, affines),
-    }
+
+    def reference_composition(maps: torch.Tensor, crop_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return reference_decode(maps, method, beta, crop_to_image)
+
+    fns["triton"] = functools.partial(kernel_decode, heatmaps, method, beta, affines, backend="triton")
+    fns["eager"] = functools.partial(reference_composition, heatmaps, affines)
     if compile_reference:
-        compiled = torch.compile(lambda t, a: reference_decode(t, method, beta, a), dynamic=False)
-        fns["compile"] = lambda: compiled(heatmaps, affines)
+        fns["compile"] = functools.partial(torch.compile(reference_composition, dynamic=False), heatmaps, affines)
     return fns
 
 
@@ -226,7 +236,7 @@ def bench_cuda(args: argparse.Namespace, device: torch.device) -> tuple[list[dic
         for n in args.batch:
             heatmaps, affines = make_inputs(n, DTYPES[dtype_name], device)
             copy_target = torch.empty_like(heatmaps)
-            copy_ms = do_bench(lambda dst=copy_target, src=heatmaps: dst.copy_(src), return_mode="median")
+            copy_ms = do_bench(functools.partial(copy_target.copy_, heatmaps), return_mode="median")
             copy_gbps = 2 * heatmaps.numel() * heatmaps.element_size() / copy_ms / 1e6
             for method in args.methods:
                 fns = _callables(method, heatmaps, affines, compile_reference=not args.no_compile)
@@ -250,7 +260,7 @@ def bench_cpu(args: argparse.Namespace) -> tuple[list[dict], dict]:
         for n in args.batch:
             heatmaps, affines = make_inputs(n, DTYPES[dtype_name], device)
             copy_target = torch.empty_like(heatmaps)
-            copy_ms = _cpu_median_ms(lambda dst=copy_target, src=heatmaps: dst.copy_(src))
+            copy_ms = _cpu_median_ms(functools.partial(copy_target.copy_, heatmaps))
             copy_gbps = 2 * heatmaps.numel() * heatmaps.element_size() / copy_ms / 1e6
             for method in args.methods:
                 fns = _callables(method, heatmaps, affines, compile_reference=not args.no_compile)

@@ -118,9 +118,7 @@ def soft_argmax(heatmaps: torch.Tensor, beta: float, *, backend: str = "auto") -
     """
     if not _use_triton(heatmaps, backend):
         return reference.soft_argmax(heatmaps, beta)
-    beta = _check_beta(beta)
-    _triton_ops().check_heatmaps(heatmaps)
-    return SoftArgmaxFunction.apply(heatmaps, beta)
+    return SoftArgmaxFunction.apply(heatmaps, _check_beta(beta))
 
 
 def reference_decode(
@@ -136,7 +134,7 @@ def reference_decode(
         _, scores = reference.heatmap_argmax(heatmaps)
         # the expectation itself in float32 (the reference returns the input's dtype; decode returns float32)
         maps = heatmaps.float() if heatmaps.dtype in (torch.float16, torch.bfloat16) else heatmaps
-        keypoints = reference.soft_argmax(maps, beta).float()
+        keypoints = reference.soft_argmax(maps, _check_beta(beta)).float()
         keypoints = torch.where((scores > 0).unsqueeze(-1), keypoints, torch.full_like(keypoints, -1.0))
     else:
         keypoints, scores = reference.decode_heatmaps(heatmaps, method, blur_kernel)

@@ -454,8 +454,11 @@ def launch_decode(
     if method not in ROW_METHODS:
         raise ValueError(f"unknown decode method {method!r}; choose one of {', '.join([*ROW_METHODS, 'dark'])}")
     code = ROW_METHODS[method]
-    if code == SOFTARGMAX and not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"soft-argmax beta must be a positive finite number, got {beta!r}")
+    kernel_beta = 1.0  # unused by argmax and MSRA
+    if code == SOFTARGMAX:
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+            raise ValueError(f"soft-argmax beta must be a positive finite number, got {beta!r}")
+        kernel_beta = float(beta)
     save_stats = stats is not None
     if save_stats:
         stats = _check_out(stats, (n, k, STATS), torch.float32, heatmaps, "stats")
@@ -468,7 +471,7 @@ def launch_decode(
         stats if save_stats else keypoints,
         n * k,
         k,
-        float(beta) if code == SOFTARGMAX else 1.0,
+        kernel_beta,
         H=h,
         W=w,
         BLOCK=block,

@@ -93,7 +93,7 @@ def crop_affines(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     input_wh = (w * STRIDE, h * STRIDE)
     affines = []
     for i in range(n):
-        box = geometry.box_from_xywh(rng.uniform([0, 0, 40, 40], [400, 300, 240, 180]), input_wh)
+        box = geometry.box_from_xywh(rng.uniform([0, 0, 40, 40], [400, 300, 240, 180]).tolist(), input_wh)
         crop = geometry.crop_affine(box, input_wh, rotation_deg=float(rng.uniform(-30, 30)), flip=bool(i % 2))
         affines.append(geometry.heatmap_to_image_affine(crop, STRIDE))
     return torch.from_numpy(np.stack(affines))
