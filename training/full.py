@@ -199,7 +199,10 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.
     """Best checkpoint on the test split: metrics JSON, overlay PNGs of a few frames."""
     from training.overlays import draw_overlays
 
-    state = load_checkpoint(run_dir / "keypoints_best.pt")
+    if cfg.keypoints.final_checkpoint not in ("best", "last"):
+        raise ValueError(f"keypoints.final_checkpoint must be best or last, got {cfg.keypoints.final_checkpoint!r}")
+    state = load_checkpoint(run_dir / f"keypoints_{cfg.keypoints.final_checkpoint}.pt")
+    LOG.info("evaluate: the %s stage-2 checkpoint", cfg.keypoints.final_checkpoint)
     mcfg = ModelConfig.from_dict(state["model_config"])
     model = build_model(mcfg)
     model.load_state_dict(state["model"])

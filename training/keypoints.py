@@ -57,6 +57,7 @@ class KeypointsConfig:
     whole_frame_prob: float = 0.25  # share of crops taken on the whole frame, as pass 1 of inference sees it
     eval_every: int = 5
     best_metric: str = "rmse_px"  # lower is better for *_px / rmse, higher for AP / PCK
+    final_checkpoint: str = "best"  # best (by best_metric on the held-out split) or last: what evaluate/export use
     checkpoint_every_steps: int = 50
     num_workers: int = 0
     seed: int = 0
