@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
         std::fprintf(out, "\n");
         ++count;
     }
+    std::fflush(stdout);  // the CSV before the summary line when both go to a terminal
     if (out != stdout) {
         const bool written = std::fclose(out) == 0;
         if (status == 0 && written && std::rename(tmp_path.c_str(), out_path.c_str()) == 0) {
