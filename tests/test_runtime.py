@@ -178,7 +178,7 @@ def test_bad_options_are_refused(artifact, frames, tmp_path):
         open_runner(artifact, engine="x.engine")
     with pytest.raises(FileNotFoundError, match="model.json not found"):
         open_runner(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no TensorRT engine tardis_fp32.engine .*trtexec_fp32.sh"):
+    with pytest.raises(FileNotFoundError, match="no TensorRT engine tardis_fp32.engine .*trtexec_\\*.sh"):
         open_runner(artifact, backend=Backend.TENSORRT)
     with open_runner(artifact) as runner, pytest.raises(ValueError, match="got 2 frames but 1 boxes"):
         runner(frames[:2], boxes=[None])

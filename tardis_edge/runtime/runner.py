@@ -78,8 +78,7 @@ def artifact_model_file(folder: Path, meta: ArtifactMetadata, precision: str, he
             candidates.append(str(name))
         if heatmaps and entry.get("heatmaps_file"):
             candidates.append(str(entry["heatmaps_file"]))
-    stems = [f"tardis_{precision}", *([f"tardis_{precision}_qdq"] if precision == "int8" else [])]
-    candidates += [f"{stem}_heatmaps.onnx" if heatmaps else f"{stem}.onnx" for stem in stems]
+    candidates += [f"{stem}_heatmaps.onnx" if heatmaps else f"{stem}.onnx" for stem in _model_stems(precision)]
     for name in candidates:
         if (folder / name).is_file():
             return folder / name
@@ -294,17 +293,21 @@ class Runner:
         self.close()
 
 
+def _model_stems(precision: str) -> list[str]:
+    """File stems of a precision in the artifact layout (``int8`` is written as ``tardis_int8_qdq``)."""
+    return [f"tardis_{precision}", *([f"tardis_{precision}_qdq"] if precision == "int8" else [])]
+
+
 def _find_engine(folder: Path, precision: str) -> Path:
-    found = [
-        folder / f"tardis_{precision}{s}" for s in ENGINE_SUFFIXES if (folder / f"tardis_{precision}{s}").is_file()
-    ]
-    if not found:
-        engines = sorted(p.name for s in ENGINE_SUFFIXES for p in folder.glob(f"*{s}")) or "none"
-        raise FileNotFoundError(
-            f"{folder} has no TensorRT engine tardis_{precision}.engine (engines there: {engines}); build it on this "
-            f"device with the artifact's trtexec_{precision}.sh, or pass engine=PATH"
-        )
-    return found[0]
+    for stem in _model_stems(precision):
+        for suffix in ENGINE_SUFFIXES:
+            if (folder / f"{stem}{suffix}").is_file():
+                return folder / f"{stem}{suffix}"
+    engines = sorted(p.name for s in ENGINE_SUFFIXES for p in folder.glob(f"*{s}")) or "none"
+    raise FileNotFoundError(
+        f"{folder} has no TensorRT engine {_model_stems(precision)[-1]}.engine (engines there: {engines}); build it on "
+        f"this device with the artifact's trtexec_*.sh, or pass engine=PATH"
+    )
 
 
 def open_runner(

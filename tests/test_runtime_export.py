@@ -1,0 +1,79 @@
+"""The runtime on an artifact written by the real exporter (tardis-export) from a small fitted model: the same
+keypoints as training/predict.py (the evaluation path) through ONNX Runtime with the decode in the graph, the NumPy
+decode with flip test, the PyTorch backend, and FP16.
+
+The model and run folder come from tests/test_export.py (RepVGG-A0 at 64x64 whose head is fitted by least squares
+to Gaussian targets, so heatmaps have real peaks).
+"""
+
+import numpy as np
+import pytest
+from test_export import fit_small_model, write_run
+
+from tardis_edge.data import openfield_split, read_sample_image
+from tardis_edge.runtime import open_runner
+
+FP32_MAX_PX = 0.05  # the export's FP32 parity threshold (tardis-export --max-fp32-dev)
+FP16_MEAN_PX = 0.25  # the export's FP16 threshold (--max-fp16-mean-dev)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, openfield_dir):
+    from export.cli import main as export_main
+    from tardis_edge.data import load_dataset
+
+    model, schema = fit_small_model(openfield_dir)
+    run = write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_dir)
+    artifact = run / "artifact"
+    assert export_main([str(run), "--out", str(artifact), "--fp16", "--no-verify", "--no-engine"]) == 0
+    test = openfield_split(load_dataset(openfield_dir))[1]
+    frames = [read_sample_image(s) for s in test.samples[:4]]
+    return model, run, artifact, frames
+
+
+@pytest.fixture(scope="module")
+def reference(exported):
+    """training/predict.py's detector-free two-pass keypoints (the evaluation path), without and with flip test."""
+    from training.predict import PredictConfig, predict_frames
+
+    model, _, _, frames = exported
+    out = {}
+    for flip_test in (False, True):
+        cfg = PredictConfig(decode="msra", flip_test=flip_test, two_pass=True)
+        keypoints, scores, _ = predict_frames(model, frames, (64, 64), cfg, [0, 2, 1, 3] if flip_test else None)
+        out[flip_test] = keypoints, scores
+    return out
+
+
+def _deviation(a, b):
+    found = np.isfinite(a).all(-1) & np.isfinite(b).all(-1)
+    assert (np.isfinite(a).all(-1) == np.isfinite(b).all(-1)).all(), "one side found keypoints the other did not"
+    return np.linalg.norm(a - b, axis=-1)[found]
+
+
+@pytest.mark.parametrize("decode,flip_test", [("graph", False), ("numpy", False), ("numpy", True)])
+def test_onnx_runtime_reproduces_the_evaluation_path(exported, reference, decode, flip_test):
+    _, _, artifact, frames = exported
+    ref_kps, ref_scores = reference[flip_test]
+    assert (ref_scores > 0.2).mean() > 0.5, "the fitted model should find most keypoints"
+    with open_runner(artifact, decode=decode, flip_test=flip_test, batch_size=4) as runner:
+        result = runner(frames)
+    assert _deviation(result.keypoints, ref_kps).max() <= FP32_MAX_PX
+    np.testing.assert_allclose(result.scores, ref_scores, atol=1e-4)
+
+
+def test_pytorch_backend_equals_onnx_runtime(exported):
+    _, run, artifact, frames = exported
+    with open_runner(run, backend="pytorch") as torch_runner, open_runner(artifact) as ort_runner:
+        assert torch_runner.metadata.keypoint_names == ort_runner.metadata.keypoint_names
+        assert torch_runner.metadata.flip_pairs == ort_runner.metadata.flip_pairs == [[1, 2]]
+        a, b = torch_runner(frames), ort_runner(frames)
+    assert _deviation(a.keypoints, b.keypoints).max() <= FP32_MAX_PX
+
+
+def test_fp16_artifact_runs_within_the_export_threshold(exported):
+    _, _, artifact, frames = exported
+    with open_runner(artifact, precision="fp16") as fp16, open_runner(artifact) as fp32:
+        assert "fp16" in fp16.backend.path.name
+        a, b = fp16(frames), fp32(frames)
+    assert _deviation(a.keypoints, b.keypoints).mean() <= FP16_MEAN_PX
