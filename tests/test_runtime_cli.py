@@ -97,7 +97,7 @@ def test_corrupt_video_completes_and_reports_bad_frames(tmp_path, artifact, caps
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())["inputs"][0]
     assert summary["bad_frame_indices"] == [15, 16, 17] and summary["frames_processed"] == 37
-    assert summary["completed"] and summary["lost_frames"] == 0
+    assert summary["status"] == "complete" and summary["lost_frames"] == 0
     assert "bad frames: 3 (15, 16, 17)" in capsys.readouterr().out
     result = read_dlc_predictions(out / "clip.h5")
     assert result.index == [str(i) for i in range(40)]  # row i is frame i; bad frames are NaN rows

@@ -99,6 +99,7 @@ class _SourceRun:
         self.frames_done = 0
         self.boxes_used = 0
         self._since_flush = 0
+        self.summary: dict | None = None
 
     def _user_box(self, frame: Frame) -> geometry.CropBox | None:
         if self.boxes is None:
@@ -140,6 +141,7 @@ class _SourceRun:
             self._since_flush = 0
 
     def run(self) -> dict:
+        """Process the whole source; ``self.summary`` is set even when it stops on an error or Ctrl-C."""
         from tqdm import tqdm
 
         start = time.perf_counter()
@@ -151,7 +153,7 @@ class _SourceRun:
             dynamic_ncols=True,
         )
         batch: list[Frame] = []
-        completed = False
+        status = "interrupted"
         try:
             with ThreadedReader(self.source, queue_size=max(2 * self.args.batch_size, 8)) as reader:
                 for frame in reader:
@@ -167,31 +169,36 @@ class _SourceRun:
                             batch = []
                     bar.update(1)
                 self._infer(batch)
-            completed = True
+            status = "complete"
         finally:
             bar.close()
             self.writer.flush()  # whatever finished, also on Ctrl-C or an error
             if self.overlay is not None:
                 self.overlay.close(keep=True)
-        seconds = time.perf_counter() - start
+            self.summary = self._summary(status, time.perf_counter() - start)
+        return self.summary
+
+    def _summary(self, status: str, seconds: float) -> dict:
         report = self.source.report
         bad = [i for i, _ in report.bad_frames]
+        outputs = {k: str(v) for k, v in self.writer.paths.items()}
+        if self.overlay is not None and self.overlay.frames:
+            outputs["overlay"] = str(self.overlay.path)
         return {
             "input": self.source.name,
             "kind": report.kind,
-            "completed": completed,
+            "status": status,
             "frames_expected": report.expected_frames,
             "frames_processed": self.frames_done - len(bad),
             "bad_frames": len(bad),
             "bad_frame_indices": bad[:MAX_LISTED_BAD_FRAMES],
             "bad_frame_reasons": sorted({r for _, r in report.bad_frames}),
-            "ended": report.ended,
+            "ended": report.ended if status == "complete" else status,
             "lost_frames": self.follower.lost_frames if self.follower is not None else None,
             "boxes_from_file": self.boxes_used,
             "seconds": round(seconds, 3),
             "fps": round(self.frames_done / seconds, 2) if seconds > 0 else None,
-            "outputs": {k: str(v) for k, v in self.writer.paths.items()}
-            | ({"overlay": str(self.overlay.path)} if self.overlay is not None and self.overlay.frames else {}),
+            "outputs": outputs,
         }
 
 
@@ -220,8 +227,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "inputs": [],
         }
         for source in sources:
-            summary["inputs"].append(_SourceRun(runner, source, args, scorer, boxes).run())
-            atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
+            job = _SourceRun(runner, source, args, scorer, boxes)
+            try:
+                job.run()
+            finally:
+                if job.summary is not None:
+                    summary["inputs"].append(job.summary)
+                    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
     for item in summary["inputs"]:
         bad = item["bad_frames"]
         listed = ", ".join(str(i) for i in item["bad_frame_indices"][:20]) + (" …" if bad > 20 else "")
@@ -314,6 +326,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__,
+            # other processes compete for the cores: read timings against the load they ran under
+            "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],
         },
         "settings": {
             "warmup": args.warmup,

@@ -152,12 +152,7 @@ class Runner:
 
     # ------------------------------------------------------------------ inference on crops
     def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if self.batch_size is None or len(images) <= self.batch_size:
-            return run_in_chunks(self.backend, images)
-        parts = [
-            run_in_chunks(self.backend, images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)
-        ]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return run_in_chunks(self.backend, images, self.batch_size)
 
     def infer_crops(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints in crop input pixels and scores for a crop batch.

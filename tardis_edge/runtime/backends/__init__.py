@@ -51,12 +51,12 @@ class InferenceBackend(Protocol):
         ...
 
 
-def run_in_chunks(backend: InferenceBackend, images: np.ndarray) -> dict[str, np.ndarray]:
-    """``backend.run`` over chunks of at most ``backend.max_batch`` images, outputs concatenated."""
-    limit = backend.max_batch or len(images)
-    if len(images) <= limit:
+def run_in_chunks(backend: InferenceBackend, images: np.ndarray, limit: int | None = None) -> dict[str, np.ndarray]:
+    """``backend.run`` over chunks of at most ``limit`` and ``backend.max_batch`` images, outputs concatenated."""
+    size = min(n for n in (limit, backend.max_batch, len(images)) if n is not None)
+    if len(images) <= size:
         return backend.run(images)
-    parts = [backend.run(images[i : i + limit]) for i in range(0, len(images), limit)]
+    parts = [backend.run(images[i : i + size]) for i in range(0, len(images), size)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
