@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 GENERATOR = "tardis_edge.data.synthetic"
-GENERATOR_VERSION = 1  # bump whenever the drawing or the layout changes: old folders are then regenerated
+GENERATOR_VERSION = 2  # bump whenever the drawing or the layout changes: old folders are then regenerated
 MARKER_NAME = "tardis_synthetic.json"
 
 TASK = "synthetic"
@@ -469,7 +469,7 @@ class _AnimalShape:
     nose_r: float
     eye_r: float
     tail_length: float
-    tail_width: float  # at the base; the tip is tail_width * 0.35 (at least 3 px wide)
+    tail_width: float  # at the base; the tip is half as wide (at least 3 px: thin tails are hard to learn)
     paw_r: float
     colours: dict[str, tuple[int, int, int]]
 
@@ -489,7 +489,7 @@ class _AnimalShape:
             nose_r=max(1.8, head_b * 0.22),
             eye_r=max(0.8, head_b * 0.13),
             tail_length=body_a * rng.uniform(1.4, 2.0),
-            tail_width=max(3.0, body_a * rng.uniform(0.14, 0.2)),
+            tail_width=max(4.0, body_a * rng.uniform(0.2, 0.28)),
             paw_r=max(1.5, body_a * 0.12),
             colours=_sample_colours(rng, background_bgr),
         )
@@ -577,7 +577,7 @@ def _animal_geometry(shape: _AnimalShape, pose: _Pose) -> tuple[np.ndarray, list
     )
     tail_tip = _quantise(centre_line[-1])
     centre_line[-1] = tail_tip
-    tip_width = max(3.0, 0.35 * shape.tail_width)
+    tip_width = max(3.0, 0.5 * shape.tail_width)
     widths = np.linspace(shape.tail_width, tip_width, steps + 1)
     tangents = np.gradient(centre_line, axis=0)
     normals = np.stack([-tangents[:, 1], tangents[:, 0]], 1) / np.linalg.norm(tangents, axis=1, keepdims=True)
