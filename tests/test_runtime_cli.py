@@ -84,9 +84,13 @@ def test_dlc_files_read_back(tmp_path):
     assert h5.loc[2, ("tardis-edge_test", "leftear", "y")] == pytest.approx(keypoints[2, 1, 1])
 
 
-def test_dlc_reader_refuses_labels_files(openfield_dir):
+def test_dlc_reader_refuses_labels_files_and_bad_cells(openfield_dir, tmp_path):
     with pytest.raises(ValueError, match="columns must be x, y, likelihood per bodypart .*labels file"):
         read_dlc_predictions(openfield_dir / "labeled-data" / "m4s1" / "CollectedData_Pranav.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("scorer,s,s,s\nbodyparts,a,a,a\ncoords,x,y,likelihood\n0,1.5,2.5,0.9\n1,1.5,oops,0.9\n")
+    with pytest.raises(ValueError, match="row 5 of .*bad.csv, column a/y: 'oops' is not a number"):
+        read_dlc_predictions(bad)
 
 
 def test_corrupt_video_completes_and_reports_bad_frames(tmp_path, artifact, capsys):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,11 +125,18 @@ def read_dlc_predictions(path: str | Path) -> DlcPredictions:
         )
     levels = [r[1:] for r in rows[:3]]
     body = rows[3:]
+    values = np.full((len(body), len(rows[0]) - 1), np.nan)
     for line_no, row in enumerate(body, start=4):
         if len(row) != len(rows[0]):
             raise ValueError(f"row {line_no} of {p} has {len(row)} cells, the header has {len(rows[0])}")
-    values = np.array([[float(c) if c.strip() else math.nan for c in row[1:]] for row in body], dtype=np.float64)
-    return _predictions_from_columns(p, *levels, [row[0] for row in body], values.reshape(len(body), -1))
+        for col, cell in enumerate(row[1:]):
+            if cell.strip():
+                try:
+                    values[line_no - 4, col] = float(cell)
+                except ValueError:
+                    column = f"{levels[1][col]}/{levels[2][col]}"
+                    raise ValueError(f"row {line_no} of {p}, column {column}: {cell!r} is not a number") from None
+    return _predictions_from_columns(p, *levels, [row[0] for row in body], values)
 
 
 def coco_results(
