@@ -1,0 +1,7 @@
+"""``python -m export``: the same as the ``tardis-export`` command."""
+
+import sys
+
+from export.cli import main
+
+sys.exit(main())

@@ -1,0 +1,159 @@
+"""``tardis-export`` (``python -m export``): a trained run -> ONNX FP32/FP16/INT8 artifact, TensorRT build
+commands or engines, and a verification report against PyTorch on held-out real data.
+
+    tardis-export runs/openfield                         # FP32 graphs + verification
+    tardis-export runs/openfield --fp16 --int8 --calib ../shared/data/openfield-Pranav-2018-10-30
+
+Exit status: 0 success; 1 an error (the message says what and how to fix it); 2 bad arguments; 3 an artifact
+exceeded its verification threshold (named in the output and in verification.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_THRESHOLD = 3
+
+
+def _batch_profile(text: str):
+    from export.tensorrt_build import BatchProfile
+
+    try:
+        low, opt, high = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX batch sizes like 1,8,32, got {text!r}") from exc
+    try:
+        return BatchProfile(low, opt, high)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tardis-export",
+        description="Export a trained tardis-edge model to ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT, and verify it.",
+        epilog="Exit status: 0 ok, 1 error, 2 bad arguments, 3 a verification threshold exceeded.",
+    )
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder of training.full, or its model.pt")
+    parser.add_argument("--out", type=Path, help="artifact folder (default: RUN/export)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    parser.add_argument("--decode", help="decode in the graph: argmax, msra, dark, softargmax (default: the run's)")
+    parser.add_argument(
+        "--no-graph-decode",
+        action="store_true",
+        help="FP16/INT8 graphs output heatmaps instead of keypoints (decode outside the graph)",
+    )
+    parser.add_argument("--fp16", action="store_true", help="also write the FP16 graph")
+    parser.add_argument("--int8", action="store_true", help="also write the INT8 Q/DQ graph (needs --calib)")
+    parser.add_argument(
+        "--calib",
+        type=Path,
+        help="INT8 calibration frames: an image folder or a dataset (the run's: its training split)",
+    )
+    parser.add_argument("--calib-size", type=int, default=64, help="calibration crops (default 64)")
+    parser.add_argument("--calib-method", default="entropy", help="entropy (default), percentile or minmax")
+    parser.add_argument(
+        "--trt-batch",
+        type=_batch_profile,
+        default=None,
+        metavar="MIN,OPT,MAX",
+        help="TensorRT optimisation profile batch sizes (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--no-engine", action="store_true", help="only write trtexec_<precision>.sh, even where TensorRT is importable"
+    )
+    parser.add_argument(
+        "--legacy-weak-typing",
+        action="store_true",
+        help="TensorRT 10.x only: weakly typed network with FP16/INT8 builder flags",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip verification against PyTorch")
+    parser.add_argument("--data", type=Path, help="verify on this dataset's held-out split instead of the run's")
+    parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime and PyTorch in verification")
+    parser.add_argument("--latency-repeats", type=int, default=7, help="timed runs per latency figure (0: none)")
+    parser.add_argument("--max-fp32-dev", type=float, default=0.05, help="FP32 max keypoint deviation, px")
+    parser.add_argument("--max-fp16-mean-dev", type=float, default=0.25, help="FP16 mean keypoint deviation, px")
+    parser.add_argument("--max-int8-drop", type=float, default=2.0, help="INT8 task-metric drop, points")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log = logging.getLogger("tardis.export")
+    if not log.handlers:  # the export's own progress lines only, not the libraries' INFO logs
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+    from export.pipeline import ExportOptions
+    from export.tensorrt_build import BatchProfile
+
+    run = Path(args.run)
+    out = args.out or (run if run.is_dir() else run.parent) / "export"
+    try:
+        options = ExportOptions(
+            out=out,
+            opset=args.opset,
+            decode=args.decode,
+            graph_decode=not args.no_graph_decode,
+            fp16=args.fp16,
+            int8=args.int8,
+            calib=args.calib,
+            calib_size=args.calib_size,
+            calib_method=args.calib_method,
+            engines=not args.no_engine,
+            trt_batch=args.trt_batch or BatchProfile(),
+            legacy_weak_typing=args.legacy_weak_typing,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    from export.pipeline import export_artifact
+    from export.source import load_source
+    from export.verify import Thresholds, verify, write_report
+
+    try:
+        source = load_source(run)
+        _, paths = export_artifact(source, options)
+        if args.no_verify:
+            log.info("verification skipped (--no-verify); artifact in %s", out)
+            return 0
+        thresholds = Thresholds(args.max_fp32_dev, args.max_fp16_mean_dev, args.max_int8_drop)
+        log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
+        report = verify(
+            source, paths, thresholds, data_path=args.data, threads=args.threads, latency_repeats=args.latency_repeats
+        )
+        json_path, md_path = write_report(report, out)
+    except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"tardis-export: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    for key, row in report["artifacts"].items():
+        d = row["deviation"]
+        log.info(
+            "%-14s max %.4g px, mean %.4g px, %s %.4g (drop %.3g points), %s",
+            key,
+            d["max_px"],
+            d["mean_px"],
+            report["task_metric"],
+            row["task"][report["task_metric"]],
+            row["task_drop_points"],
+            "FAIL" if row["failure"] else "ok",
+        )
+    log.info("report: %s, %s", json_path, md_path)
+    if report["failures"]:
+        for failure in report["failures"]:
+            print(f"tardis-export: verification failed: {failure}", file=sys.stderr)
+        return EXIT_THRESHOLD
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

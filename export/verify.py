@@ -1,0 +1,424 @@
+"""Export stage: verification of every exported graph against the PyTorch model, on held-out real data.
+
+For each artifact (ONNX Runtime, CPU) and for the PyTorch model it came from:
+
+* **Crop parity** on the run's held-out split, one crop per labelled frame from the labelled-keypoint box: keypoint
+  deviation from PyTorch in crop input pixels (max, mean), PCK@0.05 agreement with PyTorch (share of PyTorch's
+  found keypoints the artifact puts within 0.05 x the crop side of them), score deviation, and keypoints found by
+  one and not the other. The PyTorch side is the training-form model + the reference decode
+  (``tardis_edge.decode``), so the in-graph decode and the RepVGG re-parameterisation are checked too.
+* **Task metric** through the detector-free two-pass path of evaluation (whole frame, then a box around the
+  confident keypoints; ``training.predict``), scored by ``tardis_edge.metrics.evaluate_predictions``. Flip test
+  is off for every row (the graph runs one crop), so the rows compare like with like; the run's own evaluation
+  setting is reported beside them as ``pytorch_eval``.
+* **Latency** on this CPU: median of timed runs after warm-up, batch 1 and 8, and the ratio to PyTorch eager.
+
+Thresholds (``Thresholds``) turn the report into a pass/fail that ``tardis-export`` exits non-zero on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.calibration import crop_images, labelled_boxes
+from tardis_edge import geometry
+from tardis_edge.artifact import INPUT_NAME, OUTPUT_HEATMAPS, OUTPUT_KEYPOINTS, OUTPUT_SCORES
+from tardis_edge.io import atomic_write_text
+
+CropRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # crops -> (keypoints input px, scores)
+TASK_METRIC = "PCK@0.05"  # what the INT8 drop is measured on (percentage points)
+PCK_AGREEMENT = 0.05  # fraction of the crop side
+
+
+@dataclass
+class Thresholds:
+    """Pass/fail limits of verification (the issue's defaults)."""
+
+    fp32_max_px: float = 0.05  # FP32 graphs: max keypoint deviation from PyTorch, crop input pixels
+    fp16_mean_px: float = 0.25  # FP16: mean keypoint deviation, crop input pixels
+    int8_drop_points: float = 2.0  # INT8: drop of the task metric (TASK_METRIC) in percentage points
+
+
+def precision_of(key: str) -> str:
+    """``fp32_heatmaps`` -> ``fp32``; ``int8_qdq`` -> ``int8``."""
+    return key.split("_")[0]
+
+
+# ----------------------------------------------------------------------------------------------- runners
+def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    """A CPU ``onnxruntime.InferenceSession`` (``threads`` intra-op threads; None: ONNX Runtime's default)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ImportError("verification needs onnxruntime: pip install 'tardis-edge[export]'") from exc
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, ["CPUExecutionProvider"])
+
+
+def reference_decode(heatmaps: Any, method: str, beta: float, stride: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reference decode (``training.predict.decode``) in crop input pixels, (-1, -1) where score <= 0."""
+    import torch
+
+    from training.predict import PredictConfig, decode
+
+    maps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32)) if not torch.is_tensor(heatmaps) else heatmaps
+    keypoints, scores = decode(maps.float(), PredictConfig(decode=method, softargmax_beta=beta))
+    keypoints_input = (keypoints.float() * stride).cpu().numpy()
+    scores_np = scores.float().cpu().numpy()
+    keypoints_input[scores_np <= 0] = -1.0
+    return keypoints_input, scores_np
+
+
+def torch_runner(model: Any, method: str, beta: float, stride: float) -> CropRunner:
+    """PyTorch eager: the model's heatmaps and the reference decode."""
+    import torch
+
+    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            heatmaps = model(torch.from_numpy(crops))["heatmaps"]
+        return reference_decode(heatmaps, method, beta, stride)
+
+    return run
+
+
+def ort_runner(session: Any, method: str, beta: float, stride: float) -> CropRunner:
+    """An ONNX Runtime session: its keypoints/scores outputs, or its heatmaps through the reference decode."""
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if outputs == [OUTPUT_HEATMAPS]:
+            (heatmaps,) = session.run(None, {INPUT_NAME: crops})
+            return reference_decode(heatmaps, method, beta, stride)
+        result = dict(zip(outputs, session.run(None, {INPUT_NAME: crops}), strict=True))
+        return result[OUTPUT_KEYPOINTS], result[OUTPUT_SCORES]
+
+    return run
+
+
+def in_batches(run: CropRunner, crops: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    parts = [run(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def two_pass(
+    run: CropRunner, images: Sequence[np.ndarray], input_wh: tuple[int, int], cfg: Any, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector-free path of ``training.predict.predict_frames`` (flip test off) for any crop runner.
+
+    Returns:
+        ``(keypoints (N, K, 2) image pixels with NaN where score <= 0, scores (N, K))``.
+    """
+    from training.predict import box_from_prediction
+
+    def predict(boxes: list[geometry.CropBox]) -> tuple[np.ndarray, np.ndarray]:
+        crops, affines = crop_images(images, boxes, input_wh)
+        keypoints_input, scores = in_batches(run, crops, batch_size)
+        to_image = geometry.invert_affine(affines)  # (N, 2, 3) input -> image pixels
+        keypoints = keypoints_input.astype(np.float64) @ to_image[:, :, :2].transpose(0, 2, 1) + to_image[:, None, :, 2]
+        keypoints[scores <= 0] = np.nan
+        return keypoints, scores
+
+    first = [geometry.box_from_image(im.shape[1::-1], input_wh) for im in images]
+    keypoints, scores = predict(first)
+    if not cfg.two_pass:
+        return keypoints, scores
+    second = [box_from_prediction(k, s, b, input_wh, cfg) for k, s, b in zip(keypoints, scores, first, strict=True)]
+    return predict(second)
+
+
+# ------------------------------------------------------------------------------------------- measures
+def crop_deviation(
+    reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray], crop_side: float
+) -> dict[str, Any]:
+    """Keypoint and score deviations of ``candidate`` from ``reference`` (both ``(N, K, 2)`` input px, ``(N, K)``)."""
+    ref_kps, ref_scores = reference
+    kps, scores = candidate
+    ref_found, found = ref_scores > 0, scores > 0
+    both = ref_found & found
+    distance = np.linalg.norm(kps.astype(np.float64) - ref_kps, axis=-1)  # (N, K)
+    within = both & (distance <= PCK_AGREEMENT * crop_side)
+    return {
+        "keypoints": int(ref_found.size),
+        "max_px": float(distance[both].max()) if both.any() else float("nan"),
+        "mean_px": float(distance[both].mean()) if both.any() else float("nan"),
+        "pck_agreement": float(within.sum() / max(1, ref_found.sum())),
+        "found_mismatches": int((ref_found != found).sum()),
+        "score_max_abs": float(np.abs(scores - ref_scores).max()),
+        "score_mean_abs": float(np.abs(scores - ref_scores).mean()),
+    }
+
+
+def task_metrics(samples: Sequence[Any], keypoints: np.ndarray, scores: np.ndarray, schema: Any) -> dict[str, Any]:
+    """``evaluate_predictions`` on two-pass output (NaN rows -> (-1, -1), the metrics module's 'not found')."""
+    from tardis_edge.metrics import evaluate_predictions
+
+    finite = np.where(np.isfinite(keypoints), keypoints, -1.0)
+    metrics = evaluate_predictions(list(samples), finite, scores, schema)
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def median_latency_ms(run: Callable[[], Any], warmup: int = 2, repeats: int = 7) -> float:
+    """Median wall time of ``run()`` in milliseconds after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
+def latencies(run: CropRunner, crops: np.ndarray, batches: Sequence[int], repeats: int) -> dict[str, float]:
+    """``{"batch<b>": median ms}`` of ``run`` on the first ``b`` crops (cycled when there are fewer)."""
+    out = {}
+    for b in batches:
+        x = np.ascontiguousarray(np.resize(crops, (b, *crops.shape[1:])))
+        out[f"batch{b}"] = median_latency_ms(lambda x=x: run(x), repeats=repeats)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- verification
+def verify(
+    source: Any,
+    models: dict[str, Path],
+    thresholds: Thresholds | None = None,
+    data_path: str | Path | None = None,
+    threads: int | None = None,
+    latency_batches: Sequence[int] = (1, 8),
+    latency_repeats: int = 7,
+    max_frames: int | None = None,
+) -> dict[str, Any]:
+    """Verify exported graphs against the PyTorch model of ``source`` on its held-out split.
+
+    Args:
+        source: the ``export.source.ExportSource`` (model, schema, geometry, predict config, data).
+        models: ``models`` key (``fp32``, ``fp32_heatmaps``, ``fp16``, ``int8_qdq``) -> ONNX file.
+        thresholds: pass/fail limits (defaults: the issue's).
+        data_path: verify on this dataset instead of the run's (its held-out part by the run's split rule).
+        threads: ONNX Runtime and torch intra-op threads (None: torch's current setting for both).
+        latency_batches: batch sizes timed; ``latency_repeats`` timed runs each (0 disables timing).
+        max_frames: use at most this many held-out frames (tests); None: all.
+
+    Returns:
+        The report (JSON-serialisable): data, reference rows, one row per artifact, thresholds and ``failures``
+        (human-readable, empty when everything passed).
+    """
+    import torch
+
+    from export.source import load_split
+    from tardis_edge.data import read_sample_image
+
+    thresholds = thresholds or Thresholds()
+    threads = threads or torch.get_num_threads()
+    _, _, test = load_split(source, data_path)
+    samples = [s for s in test.samples if s.labelled][:max_frames]
+    cropped = [s for s in samples if (s.visible > 0).any()]
+    if not cropped:
+        raise ValueError(f"the held-out split of {test.summary.source} has no labelled frame to verify on")
+    images = {s.sample_id: read_sample_image(s) for s in samples}
+    input_wh, stride, cfg = source.input_wh, source.stride, replace(source.predict, flip_test=False)
+    crops, _ = crop_images(
+        [images[s.sample_id] for s in cropped], labelled_boxes(cropped, input_wh, cfg.padding), input_wh
+    )
+    crop_side = float(max(input_wh))
+    frames = [images[s.sample_id] for s in samples]
+    method, beta = cfg.decode, cfg.softargmax_beta
+
+    model = source.model.eval()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reference = torch_runner(model, method, beta, stride)
+        ref_crops = in_batches(reference, crops)
+        ref_task = task_metrics(samples, *two_pass(reference, frames, input_wh, cfg), source.schema)
+        eval_kps, eval_scores, _ = _predict_frames_eval(source, frames)
+        report: dict[str, Any] = {
+            "checkpoint": str(source.checkpoint),
+            "data": {
+                "source": str(test.summary.source),
+                "frames": len(samples),
+                "crops": len(cropped),
+                "crop_boxes": f"labelled keypoints, padding {cfg.padding}",
+                "frames_without_labels": len(samples) - len(cropped),
+            },
+            "decode": {"method": method, "softargmax_beta": beta if method == "softargmax" else None},
+            "task_metric": TASK_METRIC,
+            "pck_agreement_threshold": f"{PCK_AGREEMENT} x crop side ({PCK_AGREEMENT * crop_side:g} input px)",
+            "reference": {
+                "pytorch": {"task": ref_task, "note": "training-form model + reference decode, two-pass, no flip"},
+                "pytorch_eval": {
+                    "task": task_metrics(samples, eval_kps, eval_scores, source.schema),
+                    "note": f"the run's own evaluation setting (flip_test={source.predict.flip_test})",
+                },
+            },
+            "artifacts": {},
+            "environment": _environment(threads),
+            "thresholds": asdict(thresholds),
+        }
+        latency_ref = latencies(reference, crops, latency_batches, latency_repeats) if latency_repeats > 0 else {}
+        report["reference"]["pytorch"]["latency_ms"] = latency_ref
+
+        for key, path in models.items():
+            session = ort_session(Path(path), threads)
+            run = ort_runner(session, method, beta, stride)
+            row: dict[str, Any] = {
+                "file": Path(path).name,
+                "outputs": [o.name for o in session.get_outputs()],
+                "deviation": crop_deviation(ref_crops, in_batches(run, crops), crop_side),
+                "task": task_metrics(samples, *two_pass(run, frames, input_wh, cfg), source.schema),
+            }
+            row["task_drop_points"] = 100.0 * (ref_task[TASK_METRIC] - row["task"][TASK_METRIC])
+            if latency_repeats > 0:
+                latency = latencies(run, crops, latency_batches, latency_repeats)
+                row["latency_ms"] = latency
+                row["speedup_vs_pytorch"] = {k: latency_ref[k] / v for k, v in latency.items() if v > 0}
+            row["failure"] = _check(key, row, thresholds)
+            report["artifacts"][key] = row
+    finally:
+        torch.set_num_threads(previous_threads)
+    report["failures"] = [f"{k}: {r['failure']}" for k, r in report["artifacts"].items() if r["failure"]]
+    return report
+
+
+def _predict_frames_eval(source: Any, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """The run's evaluation path exactly (``training.predict.predict_frames`` with its own PredictConfig)."""
+    from tardis_edge.codec import flip_indices_from_pairs
+    from training.predict import predict_frames
+
+    perm = flip_indices_from_pairs(source.schema.num_keypoints, source.schema.flip_pairs)
+    return predict_frames(source.model, frames, source.input_wh, source.predict, perm)
+
+
+def _check(key: str, row: dict[str, Any], limits: Thresholds) -> str | None:
+    """The failure message of one artifact, or None when it is within its threshold."""
+    deviation = row["deviation"]
+    precision = precision_of(key)
+    if precision == "fp32":
+        worst = deviation["max_px"]
+        if deviation["found_mismatches"] or not worst <= limits.fp32_max_px:
+            return (
+                f"max keypoint deviation {worst:.4g} px exceeds {limits.fp32_max_px:g} px by "
+                f"{worst - limits.fp32_max_px:.4g} px ({deviation['found_mismatches']} found/not-found mismatches)"
+            )
+    elif precision == "fp16":
+        mean = deviation["mean_px"]
+        if not mean <= limits.fp16_mean_px:
+            excess = mean - limits.fp16_mean_px
+            return f"mean keypoint deviation {mean:.4g} px exceeds {limits.fp16_mean_px:g} px by {excess:.4g} px"
+    elif precision == "int8":
+        drop = row["task_drop_points"]
+        if not drop <= limits.int8_drop_points:
+            return (
+                f"{TASK_METRIC} drops {drop:.3g} points from PyTorch's, more than {limits.int8_drop_points:g} points "
+                f"(by {drop - limits.int8_drop_points:.3g})"
+            )
+    return None
+
+
+def _environment(threads: int) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "note": "latency on a shared CPU: medians after warm-up; compare rows of one report, not across machines",
+    }
+
+
+# ------------------------------------------------------------------------------------------------- output
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}g}"
+    return str(value)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as a markdown page (verification.md)."""
+    metric = report["task_metric"]
+    ref = report["reference"]
+    lines = [
+        "# Export verification",
+        "",
+        f"- checkpoint: `{report['checkpoint']}`",
+        f"- data: {report['data']['source']} — {report['data']['frames']} held-out frames, "
+        f"{report['data']['crops']} crops ({report['data']['crop_boxes']})",
+        f"- decode: {report['decode']['method']}; deviations in crop input pixels; PCK agreement within "
+        f"{report['pck_agreement_threshold']}",
+        f"- task metric: {metric} and RMSE through the two-pass detector-free path, flip test off "
+        f"(PyTorch {_fmt(ref['pytorch']['task'][metric])}; with {ref['pytorch_eval']['note']}: "
+        f"{_fmt(ref['pytorch_eval']['task'][metric])})",
+        f"- CPU: {report['environment']['cpu']}, {report['environment']['threads']} threads, ONNX Runtime "
+        f"{report['environment']['onnxruntime']}",
+        "",
+        f"| artifact | max dev px | mean dev px | PCK agreement | found mismatches | score max dev | {metric} | "
+        "drop (points) | RMSE px | latency b1 / b8 ms | speedup vs PyTorch b1 / b8 | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ref_lat = ref["pytorch"].get("latency_ms", {})
+    lines.append(
+        f"| PyTorch (reference) | | | | | | {_fmt(ref['pytorch']['task'][metric])} | | "
+        f"{_fmt(ref['pytorch']['task'].get('rmse_px'))} | {_fmt(ref_lat.get('batch1'))} / "
+        f"{_fmt(ref_lat.get('batch8'))} | 1 / 1 | |"
+    )
+    for key, row in report["artifacts"].items():
+        d, lat, speed = row["deviation"], row.get("latency_ms", {}), row.get("speedup_vs_pytorch", {})
+        result = "FAIL: " + row["failure"] if row["failure"] else "pass"
+        lines.append(
+            f"| {key} (`{row['file']}`) | {_fmt(d['max_px'])} | {_fmt(d['mean_px'])} | {_fmt(d['pck_agreement'])} | "
+            f"{d['found_mismatches']} | {_fmt(d['score_max_abs'])} | {_fmt(row['task'][metric])} | "
+            f"{_fmt(row['task_drop_points'], 3)} | {_fmt(row['task'].get('rmse_px'))} | "
+            f"{_fmt(lat.get('batch1'))} / {_fmt(lat.get('batch8'))} | "
+            f"{_fmt(speed.get('batch1'), 3)} / {_fmt(speed.get('batch8'), 3)} | {result} |"
+        )
+    t = report["thresholds"]
+    lines += [
+        "",
+        f"Thresholds: FP32 max deviation <= {t['fp32_max_px']} px (and no found/not-found mismatch), FP16 mean "
+        f"deviation <= {t['fp16_mean_px']} px, INT8 {metric} drop <= {t['int8_drop_points']} points.",
+        "",
+        "Result: " + ("all artifacts pass." if not report["failures"] else "FAILED — " + "; ".join(report["failures"])),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
+    """Write ``verification.json`` and ``verification.md`` into ``folder`` (atomically)."""
+    import json
+
+    def finite(value: Any) -> Any:  # strict JSON has no NaN: write null
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    json_path, md_path = folder / "verification.json", folder / "verification.md"
+    atomic_write_text(json_path, json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(md_path, report_markdown(report))
+    return json_path, md_path

@@ -1,0 +1,346 @@
+"""tardis-export on a small model and real openfield frames: ONNX FP32/FP16/INT8 parity, metadata, verification,
+calibration and the errors users meet.
+
+The model is a RepVGG-A0 student at 64x64 (exported in its re-parameterised deployment form) whose last head conv is
+fitted by least squares to Gaussian targets on a few training crops, so its heatmaps have blob-shaped peaks and the
+decode is meaningful; nothing is trained by gradient descent, so the fixture takes seconds.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from export.calibration import calibration_crops, crop_images, labelled_boxes
+from export.cli import EXIT_THRESHOLD, main
+from export.onnx_export import check_opset, decode_node_names
+from export.pipeline import ExportOptions, export_artifact
+from export.source import load_source, load_split
+from export.verify import (
+    Thresholds,
+    crop_deviation,
+    in_batches,
+    ort_runner,
+    ort_session,
+    torch_runner,
+    two_pass,
+    verify,
+    write_report,
+)
+from tardis_edge.artifact import ONNX_METADATA_KEY, ONNX_MODEL_KEY, ArtifactMetadata
+from tardis_edge.codec import encode_gaussian_targets
+from tardis_edge.data import load_dataset, openfield_split, read_sample_image
+from tardis_edge.models import ModelConfig, build_model
+from training.config import to_dict
+from training.predict import PredictConfig, predict_frames
+
+INPUT = 64
+STRIDE = 4
+
+
+def fit_small_model(openfield_dir: Path):
+    """RepVGG-A0 at 64x64, head.final fitted by ridge least squares on 12 training crops; returns (model, schema)."""
+    torch.manual_seed(0)
+    dataset = load_dataset(openfield_dir)
+    train, _ = openfield_split(dataset)
+    config = ModelConfig(
+        backbone="repvgg_a0", num_keypoints=4, input_size=(INPUT, INPUT), use_decoder=False, use_head=True,
+        neck_channels=32, head_depth=1,
+    )  # fmt: skip
+    model = build_model(config).eval()
+    samples = train.samples[:12]
+    crops, affines = crop_images(
+        [read_sample_image(s) for s in samples], labelled_boxes(samples, (INPUT, INPUT), 1.25), (INPUT, INPUT)
+    )
+    keypoints = np.stack([s.keypoints_xy @ m[:, :2].T + m[:, 2] for s, m in zip(samples, affines, strict=True)])
+    visible = np.stack([s.visible for s in samples])
+    hm = INPUT // STRIDE
+    targets, _ = encode_gaussian_targets(np.nan_to_num(keypoints).astype(np.float32), visible, (hm, hm), STRIDE, 2.0)
+    with torch.no_grad():
+        features = model.head.layers(model.encode(torch.from_numpy(crops)))  # (N, C, h, w)
+    n, c, h, w = features.shape
+    x = torch.cat([features.permute(0, 2, 3, 1).reshape(-1, c), torch.ones(n * h * w, 1)], dim=1).double()
+    y = torch.from_numpy(targets).permute(0, 2, 3, 1).reshape(-1, 4).double()
+    solution = torch.linalg.solve(x.T @ x + 1e-3 * torch.eye(c + 1, dtype=torch.float64), x.T @ y)  # (C+1, K)
+    with torch.no_grad():
+        model.head.final.weight.copy_(solution[:c].T.reshape(4, c, 1, 1).float())
+        model.head.final.bias.copy_(solution[c].float())
+    return model, dataset.schema
+
+
+def write_run(folder: Path, model, schema, openfield_dir: Path, **extra) -> Path:
+    """A run folder as training.full leaves it: model.pt (the deployable checkpoint) and config.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "model": model.state_dict(),
+        "model_config": model.config.to_dict(),
+        "schema": {"names": list(schema.names), "skeleton": [list(e) for e in schema.skeleton],
+                   "flip_pairs": [list(p) for p in schema.flip_pairs], "sigmas": None},
+        "input_size": INPUT,
+        "heatmap_size": INPUT // STRIDE,
+        "predict": to_dict(PredictConfig()),
+        "versions": {"torch": str(torch.__version__)},
+    }  # fmt: skip
+    checkpoint.update(extra)
+    torch.save(checkpoint, folder / "model.pt")
+    (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(openfield_dir), "split": "openfield"}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, openfield_dir):
+    model, schema = fit_small_model(openfield_dir)
+    return write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_dir)
+
+
+@pytest.fixture(scope="module")
+def source(run_dir):
+    return load_source(run_dir)
+
+
+@pytest.fixture(scope="module")
+def artifact(source, run_dir, openfield_dir):
+    options = ExportOptions(
+        out=run_dir / "export", fp16=True, int8=True, calib=openfield_dir, calib_size=8, engines=False
+    )
+    metadata, paths = export_artifact(source, options)
+    return metadata, paths, options.out
+
+
+@pytest.fixture(scope="module")
+def held_out(source):
+    """Crops of 6 held-out frames from their labelled boxes, and the frames' samples."""
+    _, _, test = load_split(source)
+    samples = test.samples[:6]
+    crops, _ = crop_images(
+        [read_sample_image(s) for s in samples], labelled_boxes(samples, (INPUT, INPUT), 1.25), (INPUT, INPUT)
+    )
+    return samples, crops
+
+
+def reference_run(source):
+    return torch_runner(source.model, source.predict.decode, source.predict.softargmax_beta, source.stride)
+
+
+def onnx_run(source, path):
+    return ort_runner(
+        ort_session(path, threads=1), source.predict.decode, source.predict.softargmax_beta, source.stride
+    )
+
+
+# --------------------------------------------------------------------------------------------- FP32
+def test_fp32_graph_matches_pytorch_on_held_out_crops(source, artifact, held_out):
+    _, paths, _ = artifact
+    _, crops = held_out
+    reference = in_batches(reference_run(source), crops, batch_size=4)  # batches 4 and 2: the batch axis is dynamic
+    assert (reference[1] > 0).all(), "the fitted heatmaps should have positive peaks on labelled crops"
+    for key in ("fp32", "fp32_heatmaps"):
+        deviation = crop_deviation(reference, in_batches(onnx_run(source, paths[key]), crops, batch_size=4), INPUT)
+        assert deviation["found_mismatches"] == 0
+        assert deviation["max_px"] <= 0.05, f"{key}: {deviation}"
+        assert deviation["score_max_abs"] <= 1e-4 * float(np.abs(reference[1]).max())
+
+
+def test_fp32_heatmaps_graph_reproduces_the_training_form_model(source, artifact, held_out):
+    _, paths, _ = artifact
+    _, crops = held_out
+    with torch.no_grad():
+        expected = source.model(torch.from_numpy(crops))["heatmaps"].numpy()
+    (heatmaps,) = ort_session(paths["fp32_heatmaps"], threads=1).run(None, {"image": crops})
+    assert heatmaps.shape == (len(crops), 4, INPUT // STRIDE, INPUT // STRIDE)
+    assert np.abs(heatmaps - expected).max() <= 1e-4 * np.ptp(expected)
+
+
+def test_every_graph_carries_the_artifact_metadata(artifact):
+    import onnx
+
+    metadata, paths, out = artifact
+    on_disk = ArtifactMetadata.load(out)
+    assert on_disk == metadata
+    assert metadata.keypoint_names == ["snout", "leftear", "rightear", "tailbase"]
+    assert metadata.flip_pairs == [[1, 2]] and metadata.input_width == INPUT and metadata.decode_method == "msra"
+    assert set(paths) == {"fp32", "fp32_heatmaps", "fp16", "int8_qdq"}
+    for key, path in paths.items():
+        model = onnx.load(str(path))
+        props = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(props[ONNX_METADATA_KEY]) == json.loads((out / "model.json").read_text())
+        assert props[ONNX_MODEL_KEY] == key and metadata.models[key]["file"] == path.name
+        assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
+        assert [i.name for i in model.graph.input] == ["image"]
+        assert [o.name for o in model.graph.output] == metadata.models[key]["outputs"]
+        onnx.checker.check_model(model, full_check=True)
+
+
+# --------------------------------------------------------------------------------------------- FP16
+def test_fp16_graph_keeps_io_head_final_and_decode_in_fp32(source, artifact, held_out):
+    import onnx
+
+    _, paths, _ = artifact
+    model = onnx.load(str(paths["fp16"]))
+    initializers = {i.name: i.data_type for i in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in initializers.values(), "the body should be converted to FP16"
+    final = next(n for n in model.graph.node if n.name == "/head/final/Conv")
+    assert initializers[final.input[1]] == onnx.TensorProto.FLOAT, "head.final must keep FP32 weights"
+    decode = set(decode_node_names(model))
+    assert decode, "the decode is appended to the FP16 body"
+    fp16_casts = [n.name for n in model.graph.node if n.op_type == "Cast" and n.name in decode and any(
+        a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in n.attribute)]  # fmt: skip
+    assert not fp16_casts, f"decode nodes cast to FP16: {fp16_casts}"
+    io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    assert io_types == {onnx.TensorProto.FLOAT}, "keep_io_types: float32 in and out"
+
+    _, crops = held_out
+    reference = in_batches(reference_run(source), crops)
+    deviation = crop_deviation(reference, in_batches(onnx_run(source, paths["fp16"]), crops), INPUT)
+    assert np.median(np.linalg.norm(in_batches(onnx_run(source, paths["fp16"]), crops)[0] - reference[0], axis=-1)) == 0
+    assert deviation["pck_agreement"] >= 0.9 and deviation["found_mismatches"] == 0, deviation
+    assert deviation["score_max_abs"] <= 0.01 * float(np.abs(reference[1]).max()), deviation
+
+
+# --------------------------------------------------------------------------------------------- INT8
+def test_int8_graph_is_symmetric_qdq_with_head_final_and_decode_unquantized(source, artifact, held_out):
+    import onnx
+    from onnx import numpy_helper
+
+    metadata, paths, _ = artifact
+    model = onnx.load(str(paths["int8_qdq"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    assert not {"QLinearConv", "ConvInteger", "MatMulInteger"} & set(ops), "Q/DQ format, not quantized operators"
+    zero_points = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and all(not z.any() for z in zero_points), "symmetric quantization: every zero point is 0"
+    assert {z.dtype for z in zero_points} <= {np.dtype("int8"), np.dtype("int32")}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    final = next(n for n in model.graph.node if n.name == "/head/final/Conv")
+    assert final.input[1] not in producers, "head.final's weight must be a float initializer, not dequantized int8"
+    decode = set(decode_node_names(model))
+    assert decode and not [n.name for n in model.graph.node if n.name in decode and "Quantize" in n.op_type]
+    calibration = metadata.models["int8_qdq"]["calibration"]
+    assert calibration["crops"] == 8 and "training split" in calibration["source"]
+
+    _, crops = held_out
+    keypoints, scores = in_batches(onnx_run(source, paths["int8_qdq"]), crops)
+    assert keypoints.shape == (len(crops), 4, 2) and np.isfinite(keypoints).all() and np.isfinite(scores).all()
+
+
+# ------------------------------------------------------------------------------------- verification
+def test_two_pass_path_equals_training_predict_frames(source, held_out):
+    samples, _ = held_out
+    frames = [read_sample_image(s) for s in samples]
+    cfg = replace(source.predict, flip_test=False)
+    keypoints, scores = two_pass(reference_run(source), frames, source.input_wh, cfg)
+    expected, expected_scores, _ = predict_frames(source.model, frames, source.input_wh, cfg, None)
+    # same crops and decode; only oneDNN's batch-size-dependent summation order differs (batches of 8 vs 16)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(keypoints, expected, atol=1e-6, equal_nan=True)
+
+
+def test_verify_reports_every_artifact_and_names_a_failure(source, artifact, tmp_path):
+    _, paths, _ = artifact
+    chosen = {k: paths[k] for k in ("fp32", "int8_qdq")}
+    report = verify(
+        source, chosen, Thresholds(fp32_max_px=-1.0), threads=1, latency_batches=(1, 2), latency_repeats=1, max_frames=3
+    )
+    assert report["data"]["frames"] == 3 and set(report["artifacts"]) == set(chosen)
+    fp32 = report["artifacts"]["fp32"]
+    assert fp32["deviation"]["max_px"] <= 0.05 and fp32["task_drop_points"] == 0.0
+    assert set(fp32["latency_ms"]) == {"batch1", "batch2"} and fp32["speedup_vs_pytorch"]["batch1"] > 0
+    assert report["failures"] == [f"fp32: {fp32['failure']}"]
+    assert fp32["failure"].startswith("max keypoint deviation") and "exceeds -1 px by" in fp32["failure"]
+    assert report["artifacts"]["int8_qdq"]["failure"] is None  # INT8 is judged on the task metric, within 2 points
+    json_path, md_path = write_report(report, tmp_path)
+    assert json.loads(json_path.read_text())["failures"] == report["failures"]
+    assert "FAILED — fp32: max keypoint deviation" in md_path.read_text()
+
+
+def test_cli_exports_verifies_and_exits_non_zero_on_a_threshold(run_dir, tmp_path, capsys):
+    out = tmp_path / "artifact"
+    argv = ["--out", str(out), "--latency-repeats", "0", "--threads", "1", "--max-fp32-dev", "-1"]
+    code = main([str(run_dir / "model.pt"), *argv])
+    captured = capsys.readouterr()
+    assert code == EXIT_THRESHOLD
+    assert "verification failed: fp32: max keypoint deviation" in captured.err
+    assert "TensorRT is not importable here: wrote" in captured.out and (out / "trtexec_fp32.sh").is_file()
+    assert (out / "verification.md").is_file()
+    assert ArtifactMetadata.load(out).models["fp32"]["file"] == "tardis_fp32.onnx"
+
+
+def test_python_dash_m_export_shows_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "export", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0 and "RUN_OR_CHECKPOINT" in result.stdout and "--calib" in result.stdout
+
+
+# -------------------------------------------------------------------------------------- calibration
+def test_calibration_from_an_image_folder_uses_the_models_own_boxes(source, openfield_dir, tmp_path):
+    for name in ("img0000.png", "img0001.png", "img0002.png"):
+        shutil.copy(openfield_dir / "labeled-data" / "m4s1" / name, tmp_path / name)
+    crops, info = calibration_crops(tmp_path, source, size=5)
+    assert crops.shape == (5, 3, INPUT, INPUT) and crops.dtype == np.float32
+    assert info["frames"] == 3 and info["crops"] == 5 and "pass-1 keypoints" in info["crop_kinds"]
+    assert 0 <= crops.min() and crops.max() <= 255
+    assert not np.array_equal(crops[0], crops[1]), "whole-frame and pass-2 crops alternate"
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_bad_inputs_give_clear_errors(run_dir, tmp_path, source):
+    with pytest.raises(FileNotFoundError, match="does not exist: pass a run folder"):
+        load_source(tmp_path / "nowhere")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "keypoints_best.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="has no model.pt .*found keypoints_best.pt"):
+        load_source(unfinished)
+    partial = tmp_path / "partial.pt"
+    torch.save({"model": {}, "model_config": {}}, partial)
+    with pytest.raises(KeyError, match="lacks schema, input_size, heatmap_size, predict"):
+        load_source(partial)
+    stage1 = tmp_path / "stage1"
+    state = {k: v for k, v in torch.load(run_dir / "model.pt", weights_only=True)["model"].items()
+             if not k.startswith("head.")}  # fmt: skip
+    write_run(stage1, source.model, source.schema, Path(source.data["path"]))
+    checkpoint = torch.load(stage1 / "model.pt", weights_only=True)
+    torch.save(dict(checkpoint, model=state), stage1 / "model.pt")
+    with pytest.raises(ValueError, match="no heatmap head .*stage-1"):
+        load_source(stage1)
+    with pytest.raises(ValueError, match="opset 13 is not supported.*use --opset 17"):
+        check_opset(13)
+    with pytest.raises(ValueError, match="--int8 needs calibration data: pass --calib PATH"):
+        ExportOptions(out=tmp_path, int8=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=f"calibration folder {empty} holds no images"):
+        calibration_crops(empty, source, size=4)
+    with pytest.raises(FileNotFoundError, match="calibration data .* does not exist"):
+        calibration_crops(tmp_path / "missing", source, size=4)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--int8"], "--int8 needs calibration data"),
+        (["--opset", "13"], "opset 13 is not supported"),
+        (["--trt-batch", "8,1,32"], "1 <= min <= opt <= max"),
+    ],
+)
+def test_cli_refuses_bad_arguments(run_dir, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run_dir), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
+    assert main([str(tmp_path / "absent")]) == 1
+    assert "tardis-export: error:" in capsys.readouterr().err
