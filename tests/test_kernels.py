@@ -1,9 +1,11 @@
-"""Triton decode and soft-argmax kernels against the PyTorch reference, run on CPU by Triton's interpreter.
+"""Triton decode and soft-argmax kernels against the PyTorch reference (on CPU, the ground truth).
 
-triton 3.9 reads TRITON_INTERPRET when ``@triton.jit`` decorates a kernel (the first import of
-``kernels.triton_decode``) and again, through ``triton.knobs``, inside the language's helpers while a kernel
-runs. So it is set before triton is imported and kept set while this module's tests run; a module-scoped
-fixture restores the caller's value afterwards, so later test modules (GPU ones) are not interpreted.
+Where CUDA is available the kernels run compiled on the GPU. Without it they run on CPU tensors in Triton's
+interpreter, which triton 3.9 switches on with TRITON_INTERPRET, read through ``triton.knobs`` whenever
+``@triton.jit`` decorates a function -- triton's own ``tl.max``/``tl.sum`` at ``import triton``, our kernels at
+the import of ``kernels.triton_decode`` -- and again by the language's helpers while a kernel runs. So it is set
+before the process first imports triton and stays set: without a GPU, triton can only interpret anyway, and on
+a GPU machine it is never set, so compiled kernels (and torch.compile) elsewhere in the session are unaffected.
 
 Tolerances (kernel vs reference, same input):
     argmax / MSRA: identical peak and keypoints (exact), scores exact, in every dtype (both read the same
@@ -17,7 +19,6 @@ Tolerances (kernel vs reference, same input):
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import subprocess
 import sys
@@ -27,8 +28,14 @@ import numpy as np
 import pytest
 import torch
 
-_CALLER_INTERPRET = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
+ON_CUDA = torch.cuda.is_available()
+if not ON_CUDA:
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(
+            "triton was imported in this process before tests/test_kernels.py could set TRITON_INTERPRET=1, so "
+            "its kernels cannot be interpreted on CPU; export TRITON_INTERPRET=1 or run this file on its own"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
 import kernels  # noqa: E402
@@ -36,9 +43,7 @@ from kernels import triton_decode  # noqa: E402
 from tardis_edge import decode as reference  # noqa: E402
 from tardis_edge import geometry  # noqa: E402
 
-if not triton_decode.INTERPRETED:  # imported earlier in this process without the interpreter: decorate again
-    triton_decode = importlib.reload(triton_decode)
-
+DEVICE = torch.device("cuda" if ON_CUDA else "cpu")  # where the kernels run; parity is against the CPU reference
 ROOT = Path(__file__).resolve().parents[1]
 STRIDE = 4
 KEYPOINT_ATOL = 1e-4  # heatmap px (soft-argmax, DARK)
@@ -52,16 +57,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning"),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _interpreter():
-    os.environ["TRITON_INTERPRET"] = "1"
-    yield
-    if _CALLER_INTERPRET is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _CALLER_INTERPRET
 
 
 def make_heatmaps(n: int, k: int, h: int, w: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
@@ -100,15 +95,24 @@ def crop_affines(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def poisoned(n: int, k: int) -> dict[str, torch.Tensor]:
-    return {"keypoints": torch.full((n, k, 2), float("nan")), "scores": torch.full((n, k), float("nan"))}
+    """NaN-filled output buffers on the kernels' device: an element the kernel does not write stays NaN."""
+    return {
+        "keypoints": torch.full((n, k, 2), float("nan"), device=DEVICE),
+        "scores": torch.full((n, k), float("nan"), device=DEVICE),
+    }
+
+
+def on_device(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(DEVICE)
 
 
 def check_decode(heatmaps, method, beta, crop_to_image=None):
-    """Kernel (into NaN-poisoned buffers) vs the reference composition, with the module's tolerances."""
+    """Kernel (into NaN-poisoned buffers) vs the CPU reference composition, with the module's tolerances."""
     n, k = heatmaps.shape[:2]
     out = poisoned(n, k)
-    keypoints, scores = triton_decode.launch_decode(heatmaps, method, beta, crop_to_image, **out)
+    keypoints, scores = triton_decode.launch_decode(on_device(heatmaps), method, beta, on_device(crop_to_image), **out)
     assert keypoints is out["keypoints"] and scores is out["scores"]
+    keypoints, scores = keypoints.cpu(), scores.cpu()
     ref_keypoints, ref_scores = kernels.reference_decode(heatmaps, method, beta, crop_to_image)
     assert not torch.isnan(keypoints).any() and not torch.isnan(scores).any(), "an output element was not written"
     torch.testing.assert_close(scores, ref_scores, rtol=0, atol=0)
@@ -179,9 +183,11 @@ def test_crop_to_image_parity_and_invalid_rows():
         expected = reference.keypoints_to_image(torch.full((n, k, 2), -1.0), affines)
         torch.testing.assert_close(image_xy[invalid], expected[invalid], rtol=0, atol=IMAGE_ATOL)
     # the public function (poisoning is the launcher's test above) returns the same
-    image_xy, _ = kernels.decode_heatmaps(heatmaps, "msra", crop_to_image=affines, backend="triton")
+    image_xy, _ = kernels.decode_heatmaps(
+        on_device(heatmaps), "msra", crop_to_image=on_device(affines), backend="triton"
+    )
     ref_xy, _ = kernels.reference_decode(heatmaps, "msra", crop_to_image=affines)
-    torch.testing.assert_close(image_xy, ref_xy, rtol=0, atol=IMAGE_ATOL)
+    torch.testing.assert_close(image_xy.cpu(), ref_xy, rtol=0, atol=IMAGE_ATOL)
 
 
 def test_ties_negative_zero_and_nan_rows():
@@ -193,34 +199,35 @@ def test_ties_negative_zero_and_nan_rows():
     heatmaps[0, 3, 6, 1] = float("nan")  # NaN: torch.max reports NaN, the row is invalid
     heatmaps[0, 4, 3, 3] = 0.7  # an ordinary peak
     for method, beta in METHODS:
-        keypoints, scores = triton_decode.launch_decode(heatmaps, method, beta, **poisoned(1, 5))
+        keypoints, scores = triton_decode.launch_decode(heatmaps.to(DEVICE), method, beta, **poisoned(1, 5))
+        keypoints, scores = keypoints.cpu(), scores.cpu()
         ref_keypoints, ref_scores = kernels.reference_decode(heatmaps, method, beta)
         torch.testing.assert_close(scores, ref_scores, rtol=0, atol=0, equal_nan=True)
         torch.testing.assert_close(keypoints, ref_keypoints, rtol=0, atol=KEYPOINT_ATOL)
         assert keypoints[0, 1].tolist() == [-1.0, -1.0] and scores[0, 1] == -1.0
         assert keypoints[0, 2].tolist() == [-1.0, -1.0] and scores[0, 2] == 0.0
         assert keypoints[0, 3].tolist() == [-1.0, -1.0] and torch.isnan(scores[0, 3])
-    argmax_xy, _ = triton_decode.launch_decode(heatmaps, "argmax")
+    argmax_xy, _ = triton_decode.launch_decode(heatmaps.to(DEVICE), "argmax")
     assert argmax_xy[0, 0].tolist() == [6.0, 3.0]  # first maximum in row-major order
     assert argmax_xy[0, 4].tolist() == [3.0, 3.0]
 
 
 def test_matches_golden(golden_dir):
     golden = dict(np.load(golden_dir / "heatmap_codec.npz"))
-    heatmaps = torch.from_numpy(golden["heatmaps"])  # (8, 17, 64, 64)
+    heatmaps = torch.from_numpy(golden["heatmaps"]).to(DEVICE)  # (8, 17, 64, 64)
     beta = float(golden["softargmax_beta"])
     for method, scale in [("argmax", 1.0), ("msra", float(STRIDE))]:
-        keypoints, scores = triton_decode.launch_decode(heatmaps, method, **poisoned(8, 17))
+        keypoints, scores = (t.cpu() for t in triton_decode.launch_decode(heatmaps, method, **poisoned(8, 17)))
         valid = golden[f"{method}_scores"] > 0
         assert (~valid).any(), "the golden set is expected to contain invalid rows"
         np.testing.assert_array_equal(scores.numpy(), golden[f"{method}_scores"])
         err = np.abs(keypoints.numpy() * scale - golden[f"{method}_keypoints"])[valid]
         assert err.max() <= 1e-4 * scale, f"{method}: {err.max() / scale:.2e} heatmap px from the golden"
         np.testing.assert_array_equal(keypoints.numpy()[~valid], -1.0)
-    xy = kernels.soft_argmax(heatmaps, beta, backend="triton")
+    xy = kernels.soft_argmax(heatmaps, beta, backend="triton").cpu()
     assert np.abs(xy.numpy() - golden["softargmax_heatmap_xy"]).max() <= KEYPOINT_ATOL
     # DARK on two crops (34 maps: the interpreter is slow on its blur)
-    keypoints, scores = triton_decode.launch_decode(heatmaps[:2], "dark", **poisoned(2, 17))
+    keypoints = triton_decode.launch_decode(heatmaps[:2].contiguous(), "dark", **poisoned(2, 17))[0].cpu()
     valid = golden["dark_scores"][:2] > 0
     err = np.abs(keypoints.numpy() * STRIDE - golden["dark_keypoints"][:2])[valid]
     assert err.max() <= KEYPOINT_ATOL * STRIDE, f"dark: {err.max() / STRIDE:.2e} heatmap px from the golden"
@@ -233,9 +240,10 @@ def test_matches_golden(golden_dir):
 def test_soft_argmax_forward_and_saved_statistics(dtype):
     heatmaps = make_heatmaps(2, 3, 47, 61, dtype=dtype, seed=11)
     beta = 7.0
-    stats = torch.full((2, 3, triton_decode.STATS), float("nan"))
+    stats = torch.full((2, 3, triton_decode.STATS), float("nan"), device=DEVICE)
     out = poisoned(2, 3)
-    xy, _ = triton_decode.launch_decode(heatmaps, "softargmax", beta, mark_invalid=False, stats=stats, **out)
+    xy, _ = triton_decode.launch_decode(heatmaps.to(DEVICE), "softargmax", beta, mark_invalid=False, stats=stats, **out)
+    xy, stats = xy.cpu(), stats.cpu()
     # every row, invalid ones included: the raw expectation
     ref_xy = reference.soft_argmax(heatmaps.float(), beta)
     torch.testing.assert_close(xy, ref_xy, rtol=0, atol=KEYPOINT_ATOL)
@@ -247,7 +255,7 @@ def test_soft_argmax_forward_and_saved_statistics(dtype):
     centre = torch.tensor([(61 - 1) / 2, (47 - 1) / 2])
     torch.testing.assert_close(stats[..., 2:], ref_xy - centre, rtol=0, atol=KEYPOINT_ATOL)
     # the public function returns the input's dtype, like the reference (within one unit of its last place)
-    public = kernels.soft_argmax(heatmaps, beta, backend="triton")
+    public = kernels.soft_argmax(heatmaps.to(DEVICE), beta, backend="triton").cpu()
     assert public.dtype == dtype
     ulp = torch.finfo(dtype).eps * ref_xy.abs().clamp_min(1.0)
     assert ((public.float() - reference.soft_argmax(heatmaps, beta).float()).abs() <= ulp + KEYPOINT_ATOL).all()
@@ -266,15 +274,17 @@ def test_soft_argmax_backward_matches_reference(hw):
     ref_input = heatmaps.clone().requires_grad_(True)
     reference.soft_argmax(ref_input, beta).backward(grad_xy)
     # the launcher into a poisoned buffer, from the forward's statistics
-    stats = torch.empty(2, 3, triton_decode.STATS)
-    triton_decode.launch_decode(heatmaps, "softargmax", beta, mark_invalid=False, stats=stats)
-    grad = torch.full_like(heatmaps, float("nan"))
-    triton_decode.launch_soft_argmax_backward(heatmaps, stats, grad_xy, beta, grad_heatmaps=grad)
-    torch.testing.assert_close(grad, ref_input.grad, rtol=0, atol=GRAD_ATOL)
+    maps = heatmaps.to(DEVICE)
+    stats = torch.empty(2, 3, triton_decode.STATS, device=DEVICE)
+    triton_decode.launch_decode(maps, "softargmax", beta, mark_invalid=False, stats=stats)
+    grad = torch.full_like(maps, float("nan"))
+    triton_decode.launch_soft_argmax_backward(maps, stats, grad_xy.to(DEVICE), beta, grad_heatmaps=grad)
+    torch.testing.assert_close(grad.cpu(), ref_input.grad, rtol=0, atol=GRAD_ATOL)
     # and through autograd
-    kernel_input = heatmaps.clone().requires_grad_(True)
-    kernels.soft_argmax(kernel_input, beta, backend="triton").backward(grad_xy)
-    torch.testing.assert_close(kernel_input.grad, ref_input.grad, rtol=0, atol=GRAD_ATOL)
+    kernel_input = heatmaps.to(DEVICE, copy=True).requires_grad_(True)
+    kernels.soft_argmax(kernel_input, beta, backend="triton").backward(grad_xy.to(DEVICE))
+    assert kernel_input.grad is not None
+    torch.testing.assert_close(kernel_input.grad.cpu(), ref_input.grad, rtol=0, atol=GRAD_ATOL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -284,13 +294,14 @@ def test_soft_argmax_backward_half(dtype):
     grad_xy = torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(1)).to(dtype)
     ref_input = heatmaps.clone().requires_grad_(True)
     reference.soft_argmax(ref_input, beta).backward(grad_xy)
-    kernel_input = heatmaps.clone().requires_grad_(True)
-    kernels.soft_argmax(kernel_input, beta, backend="triton").backward(grad_xy)
+    kernel_input = heatmaps.to(DEVICE, copy=True).requires_grad_(True)
+    kernels.soft_argmax(kernel_input, beta, backend="triton").backward(grad_xy.to(DEVICE))
+    assert kernel_input.grad is not None and ref_input.grad is not None
     assert kernel_input.grad.dtype == dtype
     # both compute in float32 and round once to the dtype: at most one unit in the last place apart
     scale = ref_input.grad.float().abs().max().item()
     torch.testing.assert_close(
-        kernel_input.grad.float(), ref_input.grad.float(), rtol=torch.finfo(dtype).eps, atol=1e-3 * scale
+        kernel_input.grad.float().cpu(), ref_input.grad.float(), rtol=torch.finfo(dtype).eps, atol=1e-3 * scale
     )
 
 
@@ -300,10 +311,10 @@ def test_integral_loss_training_step_uses_the_kernel():
     num_k, beta = 4, 5.0
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, num_k, 3, padding=1)
-    )
+    ).to(DEVICE)
     ref_net = copy.deepcopy(net)
-    images = torch.randn(2, 3, 24, 20)
-    target = torch.rand(2, num_k, 2) * torch.tensor([19.0, 23.0])
+    images = torch.randn(2, 3, 24, 20).to(DEVICE)
+    target = (torch.rand(2, num_k, 2) * torch.tensor([19.0, 23.0])).to(DEVICE)
 
     def loss_of(model, backend):
         heatmaps = model(images)  # (2, 4, 24, 20)
@@ -339,12 +350,12 @@ def test_auto_backend_runs_the_reference_on_cpu():
 
 
 def test_empty_batch():
-    keypoints, scores = kernels.decode_heatmaps(torch.zeros(0, 17, 8, 8), "argmax", backend="triton")
+    keypoints, scores = kernels.decode_heatmaps(torch.zeros(0, 17, 8, 8, device=DEVICE), "argmax", backend="triton")
     assert keypoints.shape == (0, 17, 2) and scores.shape == (0, 17)
 
 
 def test_bad_input_is_refused(monkeypatch):
-    good = torch.rand(2, 3, 8, 8)
+    good = torch.rand(2, 3, 8, 8, device=DEVICE)
     decode = kernels.decode_heatmaps
     with pytest.raises(TypeError, match="float32, float16 or bfloat16.*torch.float64.*backend='torch'"):
         decode(good.double(), "argmax", backend="triton")
@@ -353,9 +364,9 @@ def test_bad_input_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"\(N, K, H, W\); got shape \(3, 8, 8\)"):
         decode(good[0], "argmax", backend="triton")
     with pytest.raises(ValueError, match=r"129x128 heatmap \(16512 elements\) does not fit one Triton block"):
-        decode(torch.zeros(1, 1, 129, 128), "argmax", backend="triton")
+        decode(torch.zeros(1, 1, 129, 128, device=DEVICE), "argmax", backend="triton")
     with pytest.raises(ValueError, match=r"65x129 heatmap pads to a 128x256 tile for the DARK kernel"):
-        decode(torch.zeros(1, 1, 65, 129), "dark", backend="triton")
+        decode(torch.zeros(1, 1, 65, 129, device=DEVICE), "dark", backend="triton")
     with pytest.raises(ValueError, match="DARK blur kernel must be a positive odd size, got 10"):
         decode(good, "dark", blur_kernel=10, backend="triton")
     with pytest.raises(ValueError, match="unknown decode method 'gauss'; choose one of argmax, msra, dark"):
@@ -369,15 +380,15 @@ def test_bad_input_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="unknown backend 'cuda'; choose one of auto, triton, torch"):
         decode(good, "msra", backend="cuda")
     with pytest.raises(ValueError, match=r"crop_to_image must be \(2, 2, 3\).*got \(1, 2, 3\)"):
-        decode(good, "msra", crop_to_image=torch.zeros(1, 2, 3), backend="triton")
+        decode(good, "msra", crop_to_image=torch.zeros(1, 2, 3, device=DEVICE), backend="triton")
     with pytest.raises(TypeError, match="crop_to_image must be a float tensor"):
         decode(good, "msra", crop_to_image=np.zeros((2, 2, 3)), backend="triton")
     with pytest.raises(ValueError, match=r"keypoints buffer must be a contiguous torch.float32 tensor of shape"):
-        triton_decode.launch_decode(good, "argmax", keypoints=torch.empty(2, 3, 2, dtype=torch.float16))
+        triton_decode.launch_decode(good, "argmax", keypoints=torch.empty(2, 3, 2, dtype=torch.float16, device=DEVICE))
     # CPU tensors reach the kernels only under the interpreter
     monkeypatch.setattr(triton_decode, "INTERPRETED", False)
     with pytest.raises(ValueError, match="the Triton kernels run on CUDA tensors; heatmaps are on cpu"):
-        decode(good, "argmax", backend="triton")
+        decode(good.cpu(), "argmax", backend="triton")
 
 
 def test_import_and_cpu_path_work_without_triton():
