@@ -72,7 +72,7 @@ static void test_create_errors(const char* fixtures) {
     if (tardis_backend_available(TARDIS_BACKEND_OPENCV_DNN)) {
         expect_create(dir, TARDIS_ERROR_NOT_FOUND, "tardis_fp32_heatmaps.onnx not found");
     } else {
-        expect_create(dir, TARDIS_ERROR_BACKEND_UNAVAILABLE, "not built into this library");
+        expect_create(dir, TARDIS_ERROR_BACKEND_UNAVAILABLE, "no inference backend was built into this library");
     }
     {
         tardis_runner_options options;
@@ -119,10 +119,10 @@ static void test_run_errors(const char* artifact) {
     expect(tardis_runner_create(artifact, NULL, &runner), TARDIS_OK, NULL, "create the test artifact's runner");
     if (!runner) return;
     k = tardis_runner_num_keypoints(runner);
-    CHECK(k > 0 && k <= 16);
+    CHECK(k > 0 && k <= 32); /* the buffers below hold 32 keypoints */
     CHECK(tardis_runner_keypoint_name(runner, 0) != NULL && tardis_runner_keypoint_name(runner, k) == NULL);
     CHECK(tardis_runner_keypoint_name(runner, -1) == NULL);
-    CHECK(tardis_runner_backend(runner) == TARDIS_BACKEND_OPENCV_DNN);
+    CHECK(tardis_runner_backend(runner) != TARDIS_BACKEND_AUTO);
 
     image.stride_bytes = 100;
     expect(tardis_runner_run(runner, &image, NULL, keypoints, scores), TARDIS_ERROR_INVALID_ARGUMENT,
