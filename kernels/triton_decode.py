@@ -35,16 +35,18 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
 from tardis_edge.decode import DARK_BLUR_KERNEL, gaussian_kernel_1d
 
-# triton.jit reads TRITON_INTERPRET when it decorates a kernel, i.e. when this module is first imported.
-INTERPRETED = bool(knobs.runtime.interpret)
+# triton.jit reads TRITON_INTERPRET when it decorates a kernel, i.e. when this module is first imported
+# (through triton.knobs in triton >= 3.4, straight from the environment before).
+_knobs = getattr(triton, "knobs", None)
+INTERPRETED = bool(_knobs.runtime.interpret) if _knobs is not None else os.environ.get("TRITON_INTERPRET") == "1"
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_MAP_ELEMENTS = 16384  # one heatmap must fit one block of registers (128x128); larger maps are refused
