@@ -118,6 +118,19 @@ def test_corrupt_video_completes_and_reports_bad_frames(tmp_path, artifact, caps
     overlay.release()
 
 
+def test_stream_without_frame_count_reports_bad_frames(tmp_path, artifact):
+    """As a URL the video is a stream: no frame count, so failed reads count as bad frames once a good one follows."""
+    video = write_video(tmp_path / "clip.avi", 30)
+    corrupt_frames(video, [10, 11])
+    out = tmp_path / "out"
+    assert main(["predict", str(artifact), video.resolve().as_uri(), "--out", str(out), "-q"]) == 0
+    summary = json.loads((out / "summary.json").read_text())["inputs"][0]
+    assert summary["kind"] == "stream" and summary["frames_expected"] is None
+    assert summary["bad_frame_indices"] == [10, 11] and summary["frames_processed"] == 28
+    assert summary["ended"].startswith("end of stream after frame 29")
+    assert read_dlc_predictions(out / "stream.csv").index == [str(i) for i in range(30)]
+
+
 def test_truncated_video_reports_the_missing_tail(tmp_path, artifact):
     video = write_video(tmp_path / "cut.avi", 40)
     data = video.read_bytes()

@@ -39,7 +39,7 @@ class SourceReport:
     """What a source delivered: counts, the bad frames and why, and how it ended."""
 
     name: str
-    kind: str  # "images" | "video" | "camera"
+    kind: str  # "images" | "video" | "camera" | "stream"
     frames_read: int = 0
     bad_frames: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
     expected_frames: int | None = None  # the container's frame count (video) or number of files (images)
@@ -101,7 +101,7 @@ class VideoSource(FrameSource):
     ) -> None:
         import cv2
 
-        self.kind = "camera" if spec.isdigit() or "://" in spec else "video"
+        self.kind = "camera" if spec.isdigit() else "stream" if "://" in spec else "video"
         super().__init__(name)
         self.report.kind = self.kind
         self.spec = spec
@@ -109,10 +109,9 @@ class VideoSource(FrameSource):
         self.max_consecutive_bad = max_consecutive_bad
         self.capture = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
         if not self.capture.isOpened():
-            what = "camera" if self.kind == "camera" else "video"
             raise ValueError(
-                f"OpenCV cannot open {what} {spec!r}; check the path/index/URL and that OpenCV was built with FFmpeg "
-                "(opencv-python-headless is)"
+                f"OpenCV cannot open {self.kind} {spec!r}; check the path/index/URL and that OpenCV was built with "
+                "FFmpeg (opencv-python-headless is)"
             )
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and self.kind == "video" else None
@@ -163,9 +162,10 @@ class VideoSource(FrameSource):
                 f"stopped after {len(pending)} unreadable frames in a row at frame {index}; {missing} more frames the "
                 "header announces were not read (truncated or damaged file?)"
             )
-        else:
-            self.report.ended = f"stream stopped delivering frames after frame {index - len(pending)}"
-        LOG.warning("%s: %s", self.name, self.report.ended)
+            LOG.warning("%s: %s", self.name, self.report.ended)
+        else:  # a stream without a frame count ends this way
+            self.report.ended = f"end of stream after frame {index - len(pending)} ({len(pending)} failed reads)"
+            LOG.info("%s: %s", self.name, self.report.ended)
 
 
 def _is_camera_or_url(spec: str) -> bool:
