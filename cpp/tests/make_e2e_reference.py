@@ -17,13 +17,12 @@ usage: python make_e2e_reference.py SHARED_DIR OUT_DIR [ARTIFACT_DIR]   (exit 77
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
+from openfield_frames import labelled_box, labelled_frames_dir, read_labels
 
 from tardis_edge.artifact import METADATA_FILE, OUTPUT_HEATMAPS, ArtifactMetadata
 from tardis_edge.geometry import box_from_image, box_from_xywh, crop_affine, heatmap_to_image_affine, warp_image
@@ -114,18 +113,7 @@ def build_tiny_artifacts(out: Path, keypoint_names: list[str]) -> list[Path]:
     return folders
 
 
-def labelled_boxes(labels: pd.DataFrame) -> dict[str, tuple[float, ...]]:
-    boxes = {}
-    for frame in FRAMES:
-        row = labels.loc[[i for i in labels.index if str(i).endswith(f"{frame}.png")][0]]
-        xy = row.to_numpy(dtype=np.float64).reshape(-1, 2)
-        xy = xy[np.isfinite(xy).all(axis=1)]
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        boxes[frame] = tuple(float(np.float32(v)) for v in (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]))
-    return boxes
-
-
-def reference(artifact: Path, frames_dir: Path, boxes: dict[str, tuple[float, ...]]) -> str:
+def reference(artifact: Path, frames_dir: Path, boxes: dict[str, tuple[float, float, float, float]]) -> str:
     import onnxruntime as ort
     import torch
 
@@ -167,16 +155,11 @@ def reference(artifact: Path, frames_dir: Path, boxes: dict[str, tuple[float, ..
 
 def main() -> int:
     shared, out = Path(sys.argv[1]), Path(sys.argv[2])
-    project = shared / "data" / "openfield-Pranav-2018-10-30"
-    frames_dir = project / "labeled-data" / "m4s1"
-    if not frames_dir.exists():
-        if os.environ.get("TARDIS_REQUIRE_SHARED") == "1":
-            print(f"FAILED: {frames_dir} is missing but TARDIS_REQUIRE_SHARED=1", file=sys.stderr)
-            return 1
-        print(f"SKIPPED: {frames_dir} not found", file=sys.stderr)
-        return 77
-    labels = pd.read_csv(frames_dir / "CollectedData_Pranav.csv", header=[0, 1, 2], index_col=0)
-    boxes = labelled_boxes(labels)
+    frames_dir = labelled_frames_dir(shared)
+    if isinstance(frames_dir, int):
+        return frames_dir
+    labels = read_labels(frames_dir)
+    boxes = {frame: labelled_box(labels, frame) for frame in FRAMES}
     if len(sys.argv) > 3 and sys.argv[3]:
         artifact = Path(sys.argv[3]).resolve()
         out.mkdir(parents=True, exist_ok=True)

@@ -13,13 +13,12 @@ usage: python make_reference_crops.py SHARED_DIR OUT_DIR  (exit 77: SHARED_DIR m
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
+from openfield_frames import labelled_box, labelled_frames_dir, read_labels
 
 from tardis_edge.geometry import box_from_image, box_from_xywh, crop_affine, warp_image
 from tardis_edge.io import atomic_write_bytes, atomic_write_text
@@ -32,27 +31,13 @@ def write_ppm(path: Path, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, f"P6\n{w} {h}\n255\n".encode() + np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
 
 
-def labelled_box(labels: pd.DataFrame, frame: str) -> tuple[float, float, float, float]:
-    """The (x, y, w, h) rectangle around a frame's labelled keypoints (the boxless DeepLabCut case)."""
-    row = labels.loc[[i for i in labels.index if str(i).endswith(f"{frame}.png")][0]]
-    xy = row.to_numpy(dtype=np.float64).reshape(-1, 2)
-    xy = xy[np.isfinite(xy).all(axis=1)]
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    # float32 values, as a C caller passes them in tardis_box, so both sides start from the same numbers
-    return tuple(float(np.float32(v)) for v in (lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]))
-
-
 def main() -> int:
     shared, out = Path(sys.argv[1]), Path(sys.argv[2])
-    project = shared / "data" / "openfield-Pranav-2018-10-30" / "labeled-data" / "m4s1"
-    if not project.exists():
-        if os.environ.get("TARDIS_REQUIRE_SHARED") == "1":
-            print(f"FAILED: {project} is missing but TARDIS_REQUIRE_SHARED=1", file=sys.stderr)
-            return 1
-        print(f"SKIPPED: {project} not found", file=sys.stderr)
-        return 77
+    project = labelled_frames_dir(shared)
+    if isinstance(project, int):
+        return project
     out.mkdir(parents=True, exist_ok=True)
-    labels = pd.read_csv(project / "CollectedData_Pranav.csv", header=[0, 1, 2], index_col=0)
+    labels = read_labels(project)
     lines = []
     for frame in FRAMES:
         bgr = cv2.imread(str(project / f"{frame}.png"), cv2.IMREAD_COLOR)
