@@ -98,7 +98,6 @@ class _SourceRun:
         )
         self.frames_done = 0
         self.boxes_used = 0
-        self._since_flush = 0
         self.summary: dict | None = None
 
     def _user_box(self, frame: Frame) -> geometry.CropBox | None:
@@ -135,10 +134,8 @@ class _SourceRun:
 
     def _count(self, n: int) -> None:
         self.frames_done += n
-        self._since_flush += n
-        if self._since_flush >= self.args.flush_every:
+        if self.writer.flush_due(self.args.flush_every):
             self.writer.flush()
-            self._since_flush = 0
 
     def run(self) -> dict:
         """Process the whole source; ``self.summary`` is set even when it stops on an error or Ctrl-C."""
@@ -428,7 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write the skeleton drawn on each frame")
     p.add_argument("--boxes", help="CSV frame,x,y,w,h with your detector's boxes (one input only)")
     p.add_argument("--max-frames", type=int, help="stop each input after N frames")
-    p.add_argument("--flush-every", type=int, default=500, help="rewrite the result files every N frames")
+    p.add_argument(
+        "--flush-every",
+        type=int,
+        default=500,
+        help="rewrite the result files after N more frames (spaced out on long runs to keep it under 10%% of the time)",
+    )
     p.add_argument("--scorer", help="DeepLabCut scorer name (default tardis-edge_<artifact folder>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

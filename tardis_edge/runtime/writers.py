@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from tardis_edge.io import atomic_path, atomic_write_bytes, atomic_write_text
 H5_KEY = "df_with_missing"
 COORDS = ("x", "y", "likelihood")
 LEVELS = ("scorer", "bodyparts", "coords")
+FLUSH_TIME_RATIO = 9.0  # wait at least 9x the last flush's duration before the next: flushing stays under 10%
 
 
 def _import_pandas():
@@ -204,6 +206,8 @@ class DlcResultWriter:
         self._keypoints: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self.rows_written = 0
+        self._last_flush_end = 0.0
+        self._last_flush_seconds = 0.0
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -222,10 +226,19 @@ class DlcResultWriter:
         self._keypoints.append(np.full((k, 2), np.nan) if keypoints is None else np.asarray(keypoints, np.float64))
         self._scores.append(np.full(k, np.nan) if scores is None else np.asarray(scores, np.float64))
 
+    def flush_due(self, every: int) -> bool:
+        """Whether ``every`` rows were added since the last flush and flushing again keeps its share of the run's
+        time under ``1 / (1 + FLUSH_TIME_RATIO)``: each flush rewrites every row, so on long videos flushes space out
+        (100k rows take seconds to write) instead of costing O(rows^2)."""
+        if len(self._index) - self.rows_written < every:
+            return False
+        return time.monotonic() - self._last_flush_end >= FLUSH_TIME_RATIO * self._last_flush_seconds
+
     def flush(self) -> None:
         """Rewrite every output file with all rows so far (atomic replace of each file)."""
         if not self._index:
             return
+        start = time.monotonic()
         keypoints = np.stack(self._keypoints)  # (N, K, 2)
         scores = np.stack(self._scores)  # (N, K)
         if "csv" in self.formats or "h5" in self.formats:
@@ -244,6 +257,8 @@ class DlcResultWriter:
             )
             atomic_write_text(self.paths["coco"], json.dumps(results))
         self.rows_written = len(self._index)
+        self._last_flush_end = time.monotonic()
+        self._last_flush_seconds = self._last_flush_end - start
 
 
 def skeleton_colors(num_keypoints: int) -> list[tuple[int, int, int]]:
