@@ -135,6 +135,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
     final_conv = node_for_module(body, "head.final")
     decode_graph = export_decode_graph(decode, num_keypoints, options.opset)
     keypoint_outputs = [OUTPUT_KEYPOINTS, OUTPUT_SCORES]
+    fp32_nodes = [final_conv, "decode/*"] if options.graph_decode else [final_conv]
 
     def with_decode(graph: Any) -> Any:
         return append_decode(graph, decode_graph) if options.graph_decode else graph
@@ -149,7 +150,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
 
         LOG.info("converting to FP16 (keeping %s and the decode in FP32)", final_conv)
         graphs["fp16"] = with_decode(convert_fp16(body, [final_conv]))
-        entries["fp16"] = {"precision": "fp16", "fp32_nodes": [final_conv, "decode/*"]}
+        entries["fp16"] = {"precision": "fp16", "fp32_nodes": fp32_nodes}
     if options.int8:
         from export.calibration import calibration_crops
         from export.quantize import quantize_int8
@@ -171,7 +172,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         calibration.update(method=options.calib_method)
         entries["int8_qdq"] = {
             "precision": "int8_qdq",
-            "fp32_nodes": [final_conv, "decode/*"],
+            "fp32_nodes": fp32_nodes,
             "quantization": "ONNX Runtime quantize_static, QDQ, symmetric int8 activations and weights, per-channel",
             "calibration": calibration,
         }

@@ -129,7 +129,10 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
     ckpt_path, run_dir = resolve_checkpoint(run_or_checkpoint)
     source = str(ckpt_path)
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        # torch.__version__ is a TorchVersion (a str subclass); checkpoints whose "versions" hold it unconverted
+        # need it allowlisted to load with weights_only=True. Nothing else beyond tensors and containers is allowed.
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated/corrupt file or not a checkpoint: say which
         raise ValueError(f"{source} cannot be read as a torch checkpoint ({exc})") from exc
     if not isinstance(ckpt, Mapping):
