@@ -341,6 +341,13 @@ def test_cli_refuses_bad_arguments(run_dir, argv, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_checkpoint_with_an_unconverted_torch_version_loads(run_dir, tmp_path):
+    """training.common.versions() stores torch.__version__ (a TorchVersion): allowlisted for weights_only loading."""
+    checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
+    torch.save(dict(checkpoint, versions={"torch": torch.__version__}), tmp_path / "model.pt")
+    assert load_source(tmp_path / "model.pt").versions["torch"] == str(torch.__version__)
+
+
 def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     assert main([str(tmp_path / "absent")]) == 1
     assert "tardis-export: error:" in capsys.readouterr().err
