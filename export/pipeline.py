@@ -35,6 +35,7 @@ from tardis_edge.artifact import (
     ArtifactMetadata,
 )
 from tardis_edge.io import atomic_write_text
+from tardis_edge.models import HEAD_FINAL_CONV
 
 LOG = logging.getLogger("tardis.export")
 FILES = {
@@ -121,7 +122,8 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
     """
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("verification.json", "verification.md"):  # a previous export's report no longer applies
+    # a previous export's description and report no longer apply (model.json is written last, when all is done)
+    for stale in (METADATA_FILE, "verification.json", "verification.md"):
         (out / stale).unlink(missing_ok=True)
     predict = source.predict
     method = options.decode or predict.decode
@@ -132,7 +134,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
 
     LOG.info("exporting the FP32 body (opset %d, input %dx%d), %s decode", options.opset, *source.input_wh, method)
     body = export_heatmaps_graph(source.model, source.input_wh, options.opset)
-    final_conv = node_for_module(body, "head.final")
+    final_conv = node_for_module(body, HEAD_FINAL_CONV)
     decode_graph = export_decode_graph(decode, num_keypoints, options.opset)
     keypoint_outputs = [OUTPUT_KEYPOINTS, OUTPUT_SCORES]
     fp32_nodes = [final_conv, "decode/*"] if options.graph_decode else [final_conv]
@@ -178,9 +180,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         }
     for key, entry in entries.items():
         heatmaps_only = key == "fp32_heatmaps" or (key != "fp32" and not options.graph_decode)
-        entry["file"] = (
-            FILES[key] if key in ("fp32", "fp32_heatmaps") or options.graph_decode else (f"tardis_{key}_heatmaps.onnx")
-        )
+        entry["file"] = f"tardis_{key}_heatmaps.onnx" if heatmaps_only and key != "fp32_heatmaps" else FILES[key]
         entry["outputs"] = [OUTPUT_HEATMAPS] if heatmaps_only else keypoint_outputs
         entry["opset"] = options.opset
 
