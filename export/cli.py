@@ -121,14 +121,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         source = load_source(run)
-        _, paths = export_artifact(source, options)
+        metadata, paths = export_artifact(source, options)
         if args.no_verify:
             log.info("verification skipped (--no-verify); artifact in %s", out)
             return 0
         thresholds = Thresholds(args.max_fp32_dev, args.max_fp16_mean_dev, args.max_int8_drop)
         log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
         report = verify(
-            source, paths, thresholds, data_path=args.data, threads=args.threads, latency_repeats=args.latency_repeats
+            source,
+            paths,
+            thresholds,
+            data_path=args.data,
+            threads=args.threads,
+            latency_repeats=args.latency_repeats,
+            decode=metadata.decode_method,
         )
         json_path, md_path = write_report(report, out)
     except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as exc:

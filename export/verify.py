@@ -200,6 +200,7 @@ def verify(
     latency_batches: Sequence[int] = (1, 8),
     latency_repeats: int = 7,
     max_frames: int | None = None,
+    decode: str | None = None,
 ) -> dict[str, Any]:
     """Verify exported graphs against the PyTorch model of ``source`` on its held-out split.
 
@@ -211,6 +212,7 @@ def verify(
         threads: ONNX Runtime and torch intra-op threads (None: torch's current setting for both).
         latency_batches: batch sizes timed; ``latency_repeats`` timed runs each (0 disables timing).
         max_frames: use at most this many held-out frames (tests); None: all.
+        decode: the decode the graphs were exported with (``model.json`` ``decode_method``); None: the run's.
 
     Returns:
         The report (JSON-serialisable): data, reference rows, one row per artifact, thresholds and ``failures``
@@ -229,7 +231,8 @@ def verify(
     if not cropped:
         raise ValueError(f"the held-out split of {test.summary.source} has no labelled frame to verify on")
     images = {s.sample_id: read_sample_image(s) for s in samples}
-    input_wh, stride, cfg = source.input_wh, source.stride, replace(source.predict, flip_test=False)
+    cfg = replace(source.predict, flip_test=False, decode=decode or source.predict.decode)
+    input_wh, stride = source.input_wh, source.stride
     crops, _ = crop_images(
         [images[s.sample_id] for s in cropped], labelled_boxes(cropped, input_wh, cfg.padding), input_wh
     )
