@@ -36,7 +36,7 @@ public:
             net_ = cv::dnn::readNetFromONNX(path.string());
         } catch (const cv::Exception& e) {
             throw Error(TARDIS_ERROR_MODEL, "OpenCV " CV_VERSION " cannot import " + path.string() + ": " + e.what() +
-                                                "(OpenCV's ONNX importer lacks some ops and patterns; see \"OpenCV "
+                                                " (OpenCV's ONNX importer lacks some ops and patterns; see \"OpenCV "
                                                 "DNN and ONNX\" in cpp/README.md)");
         }
         if (net_.empty()) throw Error(TARDIS_ERROR_MODEL, "OpenCV " CV_VERSION " imported an empty net from " + path.string());
