@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tardis-installed
 
-.PHONY: setup demo test test-slow cpp lint clean-venv
+.PHONY: setup demo test test-slow cpp lint clean-venv bench-kernels test-gpu
 
 setup: $(STAMP)
 
@@ -36,3 +36,12 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+cpp:
+	bash scripts/build_cpp.sh
+
+bench-kernels: $(STAMP)
+	$(BIN)/python -m kernels.bench
+
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu
