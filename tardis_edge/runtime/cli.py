@@ -60,13 +60,16 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--engine", help="TensorRT engine (default: ARTIFACT/tardis_<precision>.engine)")
     p.add_argument("--device", default="cpu", help="PyTorch backend device")
+    p.add_argument("--checkpoint", help="PyTorch backend: the run folder or model.pt (default: ARTIFACT)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per inference call (default 8)")
 
 
 def _open(args: argparse.Namespace, precision: str | None = None, backend: str | None = None) -> Runner:
+    backend = backend or args.backend
+    pytorch = Backend.parse(backend) is Backend.PYTORCH
     return open_runner(
-        args.artifact,
-        backend=backend or args.backend,
+        args.checkpoint if pytorch and args.checkpoint else args.artifact,
+        backend=backend,
         precision=precision or args.precision,
         providers=args.providers,
         decode=args.decode,
@@ -291,7 +294,9 @@ def bench_runner(runner: Runner, batch_sizes: Sequence[int], warmup: int, iterat
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import onnxruntime
+    from tardis_edge.runtime.backends.ort import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     entries = []
     for backend in args.backends:

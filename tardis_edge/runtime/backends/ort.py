@@ -13,7 +13,7 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-def _import_onnxruntime():
+def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as e:
@@ -50,7 +50,7 @@ class OnnxRuntimeBackend:
     """
 
     def __init__(self, model_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
-        ort = _import_onnxruntime()
+        ort = import_onnxruntime()
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist; re-export the artifact with tardis-export")

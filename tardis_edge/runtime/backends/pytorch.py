@@ -95,7 +95,13 @@ class PyTorchBackend:
         from tardis_edge.models import model_from_checkpoint
 
         path = checkpoint_path(checkpoint)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated file, or objects weights_only refuses: say which file and why
+            raise RuntimeError(
+                f"{path} cannot be loaded with torch.load(weights_only=True): {str(e).splitlines()[0]}; a model.pt "
+                "from python -m training.full holds only tensors and plain containers"
+            ) from e
         self.metadata = metadata_from_checkpoint(state, str(path))
         self.model = model_from_checkpoint(state).to(device).eval()
         self.device = device
