@@ -201,6 +201,11 @@ def load_split(source: ExportSource, data_path: str | Path | None = None) -> tup
             "whose config.yaml names data.path (nor has builtin-data/); pass --data PATH (a DeepLabCut project or "
             "COCO json), or --no-verify"
         )
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"{source.checkpoint}: data path {path} does not exist (a relative data.path in config.yaml is relative to "
+            "where training ran); pass --data PATH, or --no-verify"
+        )
     dataset = load_dataset(path)
     own = data_path is None or (run_path is not None and same_path(data_path, run_path))
     split = str(source.data.get("split", "auto")) if own else "auto"

@@ -32,6 +32,7 @@ import numpy as np
 from export.calibration import crop_images, labelled_boxes
 from tardis_edge import geometry
 from tardis_edge.artifact import INPUT_NAME, OUTPUT_HEATMAPS, OUTPUT_KEYPOINTS, OUTPUT_SCORES
+from tardis_edge.codec import flip_indices_from_pairs
 from tardis_edge.io import atomic_write_text
 
 CropRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # crops -> (keypoints input px, scores)
@@ -103,6 +104,23 @@ def ort_runner(session: Any, method: str, beta: float, stride: float) -> CropRun
             return reference_decode(heatmaps, method, beta, stride)
         result = dict(zip(outputs, session.run(None, {INPUT_NAME: crops}), strict=True))
         return result[OUTPUT_KEYPOINTS], result[OUTPUT_SCORES]
+
+    return run
+
+
+def ort_flip_runner(session: Any, flip_indices: Sequence[int], method: str, beta: float, stride: float) -> CropRunner:
+    """A heatmaps graph run on each crop and its mirror image, heatmaps averaged as evaluation's flip test does
+    (``tardis_edge.codec.flip_heatmaps``), then the reference decode."""
+    import torch
+
+    from tardis_edge.codec import flip_heatmaps, flip_shift_px
+
+    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (heatmaps,) = session.run(None, {INPUT_NAME: crops})
+        (mirrored,) = session.run(None, {INPUT_NAME: np.ascontiguousarray(crops[..., ::-1])})
+        shift = flip_shift_px(crops.shape[-1], heatmaps.shape[-1])
+        unflipped = flip_heatmaps(torch.from_numpy(mirrored), flip_indices, shift_px=shift)
+        return reference_decode(0.5 * (torch.from_numpy(heatmaps) + unflipped), method, beta, stride)
 
     return run
 
@@ -241,6 +259,7 @@ def verify(
     method, beta = cfg.decode, cfg.softargmax_beta
 
     model = source.model.eval()
+    flip_indices = flip_indices_from_pairs(source.schema.num_keypoints, source.schema.flip_pairs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -284,6 +303,10 @@ def verify(
                 "task": task_metrics(samples, *two_pass(run, frames, input_wh, cfg), source.schema),
             }
             row["task_drop_points"] = 100.0 * (ref_task[TASK_METRIC] - row["task"][TASK_METRIC])
+            if row["outputs"] == [OUTPUT_HEATMAPS] and source.predict.flip_test:
+                # the heatmap graph can also run the run's own evaluation setting (flip test), outside the graph
+                flip_run = ort_flip_runner(session, flip_indices, method, beta, stride)
+                row["task_flip"] = task_metrics(samples, *two_pass(flip_run, frames, input_wh, cfg), source.schema)
             if latency_repeats > 0:
                 latency = latencies(run, crops, latency_batches, latency_repeats)
                 row["latency_ms"] = latency
@@ -298,7 +321,6 @@ def verify(
 
 def _predict_frames_eval(source: Any, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     """The run's evaluation path exactly (``training.predict.predict_frames`` with its own PredictConfig)."""
-    from tardis_edge.codec import flip_indices_from_pairs
     from training.predict import predict_frames
 
     perm = flip_indices_from_pairs(source.schema.num_keypoints, source.schema.flip_pairs)
@@ -396,6 +418,14 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(lat.get('batch1'))} / {_fmt(lat.get('batch8'))} | "
             f"{_fmt(speed.get('batch1'), 3)} / {_fmt(speed.get('batch8'), 3)} | {result} |"
         )
+    for key, row in report["artifacts"].items():
+        if "task_flip" in row:
+            lines += [
+                "",
+                f"{key} with the flip test outside the graph (the run's own evaluation setting): {metric} "
+                f"{_fmt(row['task_flip'][metric])}, RMSE {_fmt(row['task_flip'].get('rmse_px'))} px (PyTorch: "
+                f"{_fmt(ref['pytorch_eval']['task'][metric])}, {_fmt(ref['pytorch_eval']['task'].get('rmse_px'))} px).",
+            ]
     t = report["thresholds"]
     lines += [
         "",

@@ -244,7 +244,7 @@ def test_two_pass_path_equals_training_predict_frames(source, held_out):
 
 def test_verify_reports_every_artifact_and_names_a_failure(source, artifact, tmp_path):
     _, paths, _ = artifact
-    chosen = {k: paths[k] for k in ("fp32", "int8_qdq")}
+    chosen = {k: paths[k] for k in ("fp32", "fp32_heatmaps", "int8_qdq")}
     report = verify(
         source, chosen, Thresholds(fp32_max_px=-1.0), threads=1, latency_batches=(1, 2), latency_repeats=1, max_frames=3
     )
@@ -252,9 +252,16 @@ def test_verify_reports_every_artifact_and_names_a_failure(source, artifact, tmp
     fp32 = report["artifacts"]["fp32"]
     assert fp32["deviation"]["max_px"] <= 0.05 and fp32["task_drop_points"] == 0.0
     assert set(fp32["latency_ms"]) == {"batch1", "batch2"} and fp32["speedup_vs_pytorch"]["batch1"] > 0
-    assert report["failures"] == [f"fp32: {fp32['failure']}"]
+    assert report["failures"] == [
+        f"fp32: {fp32['failure']}",
+        f"fp32_heatmaps: {report['artifacts']['fp32_heatmaps']['failure']}",
+    ]
     assert fp32["failure"].startswith("max keypoint deviation") and "exceeds -1 px by" in fp32["failure"]
     assert report["artifacts"]["int8_qdq"]["failure"] is None  # INT8 is judged on the task metric, within 2 points
+    # the heatmap graph with the flip test outside it reproduces the run's own evaluation (predict_frames, flip on)
+    flipped, evaluation = report["artifacts"]["fp32_heatmaps"]["task_flip"], report["reference"]["pytorch_eval"]["task"]
+    assert flipped["PCK@0.05"] == evaluation["PCK@0.05"]
+    assert abs(flipped["rmse_px"] - evaluation["rmse_px"]) <= 1e-3
     json_path, md_path = write_report(report, tmp_path)
     assert json.loads(json_path.read_text())["failures"] == report["failures"]
     assert "FAILED — fp32: max keypoint deviation" in md_path.read_text()
