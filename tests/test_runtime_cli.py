@@ -29,7 +29,7 @@ def _centres(t: int) -> list[tuple[float, float]]:
 
 def write_video(path: Path, n: int) -> Path:
     """An MJPG AVI of the synthetic animal (OpenCV writes BGR)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, VIDEO_WH)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, VIDEO_WH)
     for t in range(n):
         writer.write(np.ascontiguousarray(blob_frame(VIDEO_WH, _centres(t))[..., ::-1]))
     writer.release()

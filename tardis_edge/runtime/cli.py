@@ -115,7 +115,8 @@ class _SourceRun:
     def _infer(self, batch: list[Frame]) -> None:
         if not batch:
             return
-        images = [f.image for f in batch]
+        images = [f.image for f in batch if f.image is not None]
+        assert len(images) == len(batch), "bad frames never reach inference"
         user = [self._user_box(f) for f in batch] if self.boxes is not None else None
         if self.follower is not None:
             numbers = [f.index for f in batch]
@@ -125,7 +126,7 @@ class _SourceRun:
         skeleton = self.runner.metadata.skeleton
         for frame, kps, scores, box in zip(batch, result.keypoints, result.scores, result.boxes, strict=True):
             self.writer.add(frame.index if self.video else frame.name, frame.index, kps, scores)
-            if self.args.overlay:
+            if self.args.overlay and frame.image is not None:
                 drawn = draw_pose(frame.image, kps, scores, skeleton, self.runner.follow.min_score, box.as_xywh())
                 if self.overlay is not None:
                     self.overlay.write(drawn)

@@ -49,7 +49,8 @@ def _gather(maps: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     _, _, h, w = maps.shape
     xc = np.clip(x, 0, w - 1)
     yc = np.clip(y, 0, h - 1)
-    n_idx, k_idx = np.indices(x.shape, sparse=True)
+    n_idx = np.arange(x.shape[0])[:, None]  # (N, 1)
+    k_idx = np.arange(x.shape[1])[None, :]  # (1, K)
     return maps[n_idx, k_idx, yc, xc]
 
 

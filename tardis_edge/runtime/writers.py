@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def read_dlc_predictions(path: str | Path) -> DlcPredictions:
             raise ValueError(f"{p}: columns must have levels {list(LEVELS)}, got {list(frame.columns.names)}")
         levels = [[str(v) for v in frame.columns.get_level_values(i)] for i in range(3)]
         index = [str(v) for v in frame.index]
-        return _predictions_from_columns(p, *levels, index, frame.to_numpy(dtype=np.float64))
+        return _predictions_from_columns(p, levels[0], levels[1], levels[2], index, frame.to_numpy(dtype=np.float64))
     with open(p, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if len(rows) < 3 or [r[0] for r in rows[:3]] != list(LEVELS):
@@ -138,7 +139,7 @@ def read_dlc_predictions(path: str | Path) -> DlcPredictions:
                 except ValueError:
                     column = f"{levels[1][col]}/{levels[2][col]}"
                     raise ValueError(f"row {line_no} of {p}, column {column}: {cell!r} is not a number") from None
-    return _predictions_from_columns(p, *levels, [row[0] for row in body], values)
+    return _predictions_from_columns(p, levels[0], levels[1], levels[2], [row[0] for row in body], values)
 
 
 def coco_results(
@@ -267,7 +268,7 @@ def skeleton_colors(num_keypoints: int) -> list[tuple[int, int, int]]:
 
     hues = np.linspace(0, 179, num_keypoints, endpoint=False).astype(np.uint8)
     hsv = np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], axis=-1)[None]
-    return [tuple(int(c) for c in bgr) for bgr in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
+    return [(int(b), int(g), int(r)) for b, g, r in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
 
 
 def draw_pose(
@@ -311,7 +312,7 @@ class OverlayVideo:
         self.fps = fps or 25.0
         # OpenCV picks the container from the extension, so the partial file keeps the real one.
         self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self._writer = None
+        self._writer: Any = None  # cv2.VideoWriter, opened on the first frame (its size)
         self._size: tuple[int, int] | None = None
         self.frames = 0
 
@@ -321,7 +322,7 @@ class OverlayVideo:
         h, w = image_bgr.shape[:2]
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             self._writer = cv2.VideoWriter(str(self._partial), fourcc, self.fps, (w, h))
             if not self._writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write the overlay video {self.path}; try an .avi (MJPG) path")

@@ -103,7 +103,7 @@ class PyTorchBackend:
                 "from python -m training.full holds only tensors and plain containers"
             ) from e
         self.metadata = metadata_from_checkpoint(state, str(path))
-        self.model = model_from_checkpoint(state).to(device).eval()
+        self.model: Any = model_from_checkpoint(state).to(device).eval()
         self.device = device
         self.decode = decode
         self.output_names: tuple[str, ...] = (
