@@ -12,10 +12,13 @@ imports neither torch nor the training or export code.
 from tardis_edge.runtime.backends import Backend, InferenceBackend
 from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, read_boxes_csv
 from tardis_edge.runtime.runner import PoseResult, Runner, artifact_model_file, open_runner
+from tardis_edge.runtime.writers import DlcPredictions, DlcResultWriter, read_dlc_predictions
 
 __all__ = [
     "Backend",
     "BoxFollower",
+    "DlcPredictions",
+    "DlcResultWriter",
     "FollowConfig",
     "InferenceBackend",
     "PoseResult",
@@ -23,4 +26,5 @@ __all__ = [
     "artifact_model_file",
     "open_runner",
     "read_boxes_csv",
+    "read_dlc_predictions",
 ]
