@@ -129,6 +129,23 @@ def append_decode(body: Any, decode: Any) -> Any:
     return merged
 
 
+def tidy_opset_imports(model: Any) -> None:
+    """One opset import per domain, and only for domains the nodes use (the default domain always).
+
+    ``merge_models`` repeats the default domain, and ONNX Runtime's optimiser (``quant_pre_process``) imports
+    contrib domains (``com.microsoft`` ...) that no node of an exported graph uses; parsers need neither.
+    """
+    used = {n.domain or "" for n in model.graph.node} | {""}
+    kept: dict[str, int] = {}
+    for op in model.opset_import:
+        domain = op.domain or ""
+        if domain in used:
+            kept[domain] = max(kept.get(domain, 0), op.version)
+    del model.opset_import[:]
+    for domain, version in kept.items():
+        model.opset_import.add(domain=domain, version=version)
+
+
 def node_for_module(model: Any, module_path: str, op_type: str = "Conv") -> str:
     """Name of the ``op_type`` node the exporter emitted for the torch module ``module_path`` (``head.final`` ->
     ``/head/final/Conv``); a ValueError if there is not exactly one."""

@@ -25,6 +25,7 @@ from export.onnx_export import (
     node_for_module,
     save_graph,
     set_metadata,
+    tidy_opset_imports,
 )
 from export.tensorrt_build import BatchProfile, build_engine, tensorrt_version, write_trtexec_script
 from tardis_edge.artifact import (
@@ -204,6 +205,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
     metadata_json = metadata.to_json()
     paths: dict[str, Path] = {}
     for key, graph in graphs.items():
+        tidy_opset_imports(graph)
         set_metadata(graph, metadata_json, key)
         check_graph(graph, entries[key]["file"])
         paths[key] = save_graph(graph, out / entries[key]["file"])
