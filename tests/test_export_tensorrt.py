@@ -136,3 +136,30 @@ def test_mypy_control_catches_a_wrong_tensorrt_call(tmp_path):
     assert result.returncode == 1
     assert 'Argument 1 to "create_network" of "Builder" has incompatible type "str"' in result.stdout
     assert 'Missing positional argument "ignore_mismatch" in call to "set_timing_cache"' in result.stdout
+
+
+@pytest.mark.trt
+def test_build_engine_from_an_exported_graph(tmp_path):
+    """Where TensorRT 10.x/11.x and a GPU are present: a strongly typed FP32 and FP16 engine with sidecars."""
+    if tensorrt_version() is None:
+        pytest.skip("TensorRT is not importable here")
+    import torch
+
+    from export.decode_graph import GraphDecode
+    from export.fp16 import convert_fp16
+    from export.onnx_export import append_decode, export_decode_graph, export_heatmaps_graph, save_graph
+    from tardis_edge.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="resnet18", num_keypoints=3, input_size=(64, 64), use_decoder=False, use_head=True)
+    body = export_heatmaps_graph(build_model(config).eval(), (64, 64))
+    decode = export_decode_graph(GraphDecode("msra", (16, 16), 4.0), 3)
+    graphs = {"fp32": append_decode(body, decode), "fp16": append_decode(convert_fp16(body, []), decode)}
+    for precision, graph in graphs.items():
+        path = save_graph(graph, tmp_path / f"tardis_{precision}.onnx")
+        engine = build_engine(path, precision, (3, 64, 64), BatchProfile(1, 2, 4), {"keypoint_names": ["a", "b", "c"]})
+        sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
+        assert engine.stat().st_size > 0 and sidecar["strongly_typed"] and sidecar["precision"] == precision
+        assert [t["name"] for t in sidecar["outputs"]] == ["keypoints", "scores"]
+        assert sidecar["profile"] == {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}
+    assert (tmp_path / "tensorrt_timing.cache").stat().st_size > 0
