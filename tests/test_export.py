@@ -219,8 +219,15 @@ def test_int8_graph_is_symmetric_qdq_with_head_final_and_decode_unquantized(sour
     assert zero_points and all(not z.any() for z in zero_points), "symmetric quantization: every zero point is 0"
     assert {z.dtype for z in zero_points} <= {np.dtype("int8"), np.dtype("int32")}
     producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {i.name: i for i in model.graph.initializer}
     final = next(n for n in model.graph.node if n.name == "/head/final/Conv")
     assert final.input[1] not in producers, "head.final's weight must be a float initializer, not dequantized int8"
+    for dq in (n for n in model.graph.node if n.op_type == "DequantizeLinear"):
+        feed = dq.input[0]  # TensorRT: DequantizeLinear reads a QuantizeLinear output, never an int32 bias
+        assert feed in producers and producers[feed].op_type == "QuantizeLinear", dq.name
+    weighted = [n for n in model.graph.node if n.op_type == "Conv" and n is not final]
+    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in weighted), "every other conv is INT8"
+    assert all(len(n.input) < 3 or n.input[2] in initializers for n in weighted), "biases stay float initializers"
     decode = set(decode_node_names(model))
     assert decode and not [n.name for n in model.graph.node if n.name in decode and "Quantize" in n.op_type]
     calibration = metadata.models["int8_qdq"]["calibration"]
