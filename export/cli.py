@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-verify", action="store_true", help="skip verification against PyTorch")
     parser.add_argument("--data", type=Path, help="verify on this dataset's held-out split instead of the run's")
-    parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime and PyTorch in verification")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for ONNX Runtime and PyTorch in verification (default 1: stable timings)",
+    )
     parser.add_argument("--latency-repeats", type=int, default=7, help="timed runs per latency figure (0: none)")
     parser.add_argument("--max-fp32-dev", type=float, default=0.05, help="FP32 max keypoint deviation, px")
     parser.add_argument("--max-fp16-mean-dev", type=float, default=0.25, help="FP16 mean keypoint deviation, px")

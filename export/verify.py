@@ -214,7 +214,7 @@ def verify(
     models: dict[str, Path],
     thresholds: Thresholds | None = None,
     data_path: str | Path | None = None,
-    threads: int | None = None,
+    threads: int = 1,
     latency_batches: Sequence[int] = (1, 8),
     latency_repeats: int = 7,
     max_frames: int | None = None,
@@ -227,7 +227,8 @@ def verify(
         models: ``models`` key (``fp32``, ``fp32_heatmaps``, ``fp16``, ``int8_qdq``) -> ONNX file.
         thresholds: pass/fail limits (defaults: the issue's).
         data_path: verify on this dataset instead of the run's (its held-out part by the run's split rule).
-        threads: ONNX Runtime and torch intra-op threads (None: torch's current setting for both).
+        threads: intra-op threads of ONNX Runtime and torch alike. 1 by default: on a shared machine torch's OpenMP
+            pool with 2 threads measured 25x slower than with 1 (spin-waiting for a busy core), ONNX Runtime not.
         latency_batches: batch sizes timed; ``latency_repeats`` timed runs each (0 disables timing).
         max_frames: use at most this many held-out frames (tests); None: all.
         decode: the decode the graphs were exported with (``model.json`` ``decode_method``); None: the run's.
@@ -242,7 +243,6 @@ def verify(
     from tardis_edge.data import read_sample_image
 
     thresholds = thresholds or Thresholds()
-    threads = threads or torch.get_num_threads()
     _, _, test = load_split(source, data_path)
     samples = [s for s in test.samples if s.labelled][:max_frames]
     cropped = [s for s in samples if (s.visible > 0).any()]
