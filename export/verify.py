@@ -10,7 +10,8 @@ For each artifact (ONNX Runtime, CPU) and for the PyTorch model it came from:
 * **Task metric** through the detector-free two-pass path of evaluation (whole frame, then a box around the
   confident keypoints; ``training.predict``), scored by ``tardis_edge.metrics.evaluate_predictions``. Flip test
   is off for every row (the graph runs one crop), so the rows compare like with like; the run's own evaluation
-  setting is reported beside them as ``pytorch_eval``.
+  setting is reported beside them as ``pytorch_eval``, and a heatmap graph is also scored with the flip test done
+  outside it (``task_flip``), which must reproduce ``pytorch_eval``.
 * **Latency** on this CPU: median of timed runs after warm-up, batch 1 and 8, and the ratio to PyTorch eager.
 
 Thresholds (``Thresholds``) turn the report into a pass/fail that ``tardis-export`` exits non-zero on.
