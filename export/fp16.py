@@ -8,8 +8,12 @@ so the soft-argmax/argmax part never sees FP16.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
+
+LOG = logging.getLogger("tardis.export")
 
 
 def convert_fp16(body: Any, keep_fp32_nodes: Sequence[str] = ()) -> Any:
@@ -29,10 +33,19 @@ def convert_fp16(body: Any, keep_fp32_nodes: Sequence[str] = ()) -> Any:
         raise ValueError(
             f"FP32 node(s) {unknown} are not in the graph; take node names from onnx_export.node_for_module"
         )
-    # Weights are clamped into FP16's range by the converter; BN is folded into the convs by the export already.
-    return float16.convert_float_to_float16(
-        body,
-        keep_io_types=True,
-        node_block_list=list(keep_fp32_nodes),
-        disable_shape_infer=False,
-    )
+    # The converter clamps weight values into [1e-7, 1e4] in magnitude and warns once per value: one log line instead
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        converted = float16.convert_float_to_float16(
+            body,
+            keep_io_types=True,
+            node_block_list=list(keep_fp32_nodes),
+            disable_shape_infer=False,
+        )
+    clamped = [w for w in caught if "will be truncated" in str(w.message)]
+    if clamped:
+        LOG.info("FP16: %d weight values outside [1e-7, 1e4] in magnitude were clamped into it", len(clamped))
+    for w in caught:
+        if w not in clamped:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return converted
