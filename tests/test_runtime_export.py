@@ -26,6 +26,8 @@ def exported(tmp_path_factory, openfield_dir):
     run = write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_dir)
     artifact = run / "artifact"
     assert export_main([str(run), "--out", str(artifact), "--fp16", "--no-verify", "--no-engine"]) == 0
+    dark = run / "artifact_dark"  # the openfield recipe decodes with DARK
+    assert export_main([str(run), "--out", str(dark), "--decode", "dark", "--no-verify", "--no-engine"]) == 0
     test = openfield_split(load_dataset(openfield_dir))[1]
     frames = [read_sample_image(s) for s in test.samples[:4]]
     return model, run, artifact, frames
@@ -57,6 +59,20 @@ def test_onnx_runtime_reproduces_the_evaluation_path(exported, reference, decode
     ref_kps, ref_scores = reference[flip_test]
     assert (ref_scores > 0.2).mean() > 0.5, "the fitted model should find most keypoints"
     with open_runner(artifact, decode=decode, flip_test=flip_test, batch_size=4) as runner:
+        result = runner(frames)
+    assert _deviation(result.keypoints, ref_kps).max() <= FP32_MAX_PX
+    np.testing.assert_allclose(result.scores, ref_scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("decode", ["graph", "numpy"])
+def test_dark_decode_in_graph_and_numpy_reproduces_the_evaluation_path(exported, decode):
+    from training.predict import PredictConfig, predict_frames
+
+    model, run, _, frames = exported
+    cfg = PredictConfig(decode="dark", flip_test=False, two_pass=True)
+    ref_kps, ref_scores, _ = predict_frames(model, frames, (64, 64), cfg, None)
+    with open_runner(run / "artifact_dark", decode=decode) as runner:
+        assert runner.decode_method == "dark"
         result = runner(frames)
     assert _deviation(result.keypoints, ref_kps).max() <= FP32_MAX_PX
     np.testing.assert_allclose(result.scores, ref_scores, atol=1e-4)
