@@ -30,7 +30,7 @@ def exported(tmp_path_factory, openfield_dir):
     assert export_main([str(run), "--out", str(dark), "--decode", "dark", "--no-verify", "--no-engine"]) == 0
     test = openfield_split(load_dataset(openfield_dir))[1]
     frames = [read_sample_image(s) for s in test.samples[:4]]
-    return model, run, artifact, frames
+    return model, run, artifact, frames, test.samples[:4]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def reference(exported):
     """training/predict.py's detector-free two-pass keypoints (the evaluation path), without and with flip test."""
     from training.predict import PredictConfig, predict_frames
 
-    model, _, _, frames = exported
+    model, _, _, frames, _ = exported
     out = {}
     for flip_test in (False, True):
         cfg = PredictConfig(decode="msra", flip_test=flip_test, two_pass=True)
@@ -55,7 +55,7 @@ def _deviation(a, b):
 
 @pytest.mark.parametrize("decode,flip_test", [("graph", False), ("numpy", False), ("numpy", True)])
 def test_onnx_runtime_reproduces_the_evaluation_path(exported, reference, decode, flip_test):
-    _, _, artifact, frames = exported
+    _, _, artifact, frames, _ = exported
     ref_kps, ref_scores = reference[flip_test]
     assert (ref_scores > 0.2).mean() > 0.5, "the fitted model should find most keypoints"
     with open_runner(artifact, decode=decode, flip_test=flip_test, batch_size=4) as runner:
@@ -68,7 +68,7 @@ def test_onnx_runtime_reproduces_the_evaluation_path(exported, reference, decode
 def test_dark_decode_in_graph_and_numpy_reproduces_the_evaluation_path(exported, decode):
     from training.predict import PredictConfig, predict_frames
 
-    model, run, _, frames = exported
+    model, run, _, frames, _ = exported
     cfg = PredictConfig(decode="dark", flip_test=False, two_pass=True)
     ref_kps, ref_scores, _ = predict_frames(model, frames, (64, 64), cfg, None)
     with open_runner(run / "artifact_dark", decode=decode) as runner:
@@ -79,7 +79,7 @@ def test_dark_decode_in_graph_and_numpy_reproduces_the_evaluation_path(exported,
 
 
 def test_pytorch_backend_equals_onnx_runtime(exported):
-    _, run, artifact, frames = exported
+    _, run, artifact, frames, _ = exported
     with open_runner(run, backend="pytorch") as torch_runner, open_runner(artifact) as ort_runner:
         assert torch_runner.metadata.keypoint_names == ort_runner.metadata.keypoint_names
         assert torch_runner.metadata.flip_pairs == ort_runner.metadata.flip_pairs == [[1, 2]]
@@ -88,8 +88,13 @@ def test_pytorch_backend_equals_onnx_runtime(exported):
 
 
 def test_fp16_artifact_runs_within_the_export_threshold(exported):
-    _, _, artifact, frames = exported
+    """FP16 vs FP32 on crops from the labelled boxes, as the export's threshold is defined (on the detector-free
+    two passes a near-tie in the whole-frame pass can move a refine box, which says nothing about FP16)."""
+    from tardis_edge import geometry
+
+    _, _, artifact, frames, samples = exported
+    boxes = [geometry.box_from_keypoints(s.keypoints_xy, s.visible, (64, 64)) for s in samples]
     with open_runner(artifact, precision="fp16") as fp16, open_runner(artifact) as fp32:
         assert "fp16" in fp16.backend.path.name
-        a, b = fp16(frames), fp32(frames)
-    assert _deviation(a.keypoints, b.keypoints).mean() <= FP16_MEAN_PX
+        a, b = fp16.predict_boxes(frames, boxes)[0], fp32.predict_boxes(frames, boxes)[0]
+    assert _deviation(a, b).mean() <= FP16_MEAN_PX
