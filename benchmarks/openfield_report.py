@@ -1,6 +1,6 @@
 """Collect the openfield accuracy runs (with and without stage 1) into benchmarks/results/openfield.json.
 
-    python benchmarks/openfield_report.py runs/openfield runs/openfield-nostage1
+python benchmarks/openfield_report.py runs/openfield runs/openfield-nostage1
 """
 
 from __future__ import annotations
@@ -71,8 +71,10 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("test_rmse_px",)}, indent=2))
     for name, rec in (("with stage 1", with_s1), ("without stage 1", without_s1)):
-        print(f"{name}: RMSE {rec['test_rmse_px']:.2f} px, PCK@0.05 {rec['PCK@0.05']}, PCK@0.1 {rec['PCK@0.1']}, "
-              f"wall {rec['wall_time_s'].get('total_s', 0) / 60:.1f} min")
+        print(
+            f"{name}: RMSE {rec['test_rmse_px']:.2f} px, PCK@0.05 {rec['PCK@0.05']}, PCK@0.1 {rec['PCK@0.1']}, "
+            f"wall {rec['wall_time_s'].get('total_s', 0) / 60:.1f} min"
+        )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,34 @@ def _torch_export(module: Any, example: Any, input_names: list[str], output_name
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
-    return onnx.load_from_string(buffer.getvalue())
+    graph = onnx.load_from_string(buffer.getvalue())
+    fold_initializer_identities(graph)
+    return graph
+
+
+def fold_initializer_identities(model: Any) -> int:
+    """Replace every ``Identity`` whose input is an initializer by a copy of that initializer.
+
+    The TorchScript exporter emits such nodes for weights it shares between layers (e.g. zero biases).
+    They are harmless for ONNX Runtime and TensorRT, but OpenCV 4.6's ONNX importer (Debian's, which the C++
+    library's DNN backend uses) refuses them. Returns the number of nodes folded.
+    """
+    onnx = require_onnx()
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    kept, folded = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs:
+            copy_ = onnx.TensorProto()
+            copy_.CopyFrom(initializers[node.input[0]])
+            copy_.name = node.output[0]
+            model.graph.initializer.append(copy_)
+            folded += 1
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return folded
 
 
 def export_heatmaps_graph(model: Any, input_wh: tuple[int, int], opset: int = DEFAULT_OPSET) -> Any:

@@ -45,9 +45,20 @@ def _free_port() -> int:
 
 def test_torchrun_two_cpu_processes_gloo(tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "training.full", f"--out={run}", "--skip_distill=true",
-           "--keypoints.epochs=2", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "training.full",
+        f"--out={run}",
+        "--skip_distill=true",
+        "--keypoints.epochs=2",
+        *TINY,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run / "log.txt").read_text()
@@ -62,8 +73,17 @@ def test_torchrun_two_cpu_processes_gloo(tmp_path):
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "resume"
-    cmd = [sys.executable, "-m", "training.full", f"--out={run}", "--skip_distill=true", "--keypoints.epochs=3",
-           "--keypoints.batch_size=2", "--keypoints.checkpoint_every_steps=1", *TINY[:-3]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.full",
+        f"--out={run}",
+        "--skip_distill=true",
+        "--keypoints.epochs=3",
+        "--keypoints.batch_size=2",
+        "--keypoints.checkpoint_every_steps=1",
+        *TINY[:-3],
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ckpt = run / "keypoints_last.pt"
     deadline = time.time() + 300
@@ -113,7 +133,9 @@ def test_integral_loss_step_through_the_kernel_soft_argmax():
     weights = torch.ones(2, 2)
     before = net.weight.detach().clone()
     pred = net(x)
-    loss = integral_loss(pred, target_xy, weights, beta=10.0, stride=4.0) + heatmap_loss(pred, torch.zeros_like(pred), weights)
+    loss = integral_loss(pred, target_xy, weights, beta=10.0, stride=4.0) + heatmap_loss(
+        pred, torch.zeros_like(pred), weights
+    )
     loss.backward()
     assert net.weight.grad is not None and net.weight.grad.abs().sum() > 0
     opt.step()

@@ -91,7 +91,7 @@ def versions() -> dict[str, str]:
     out = {
         "tardis_edge": tardis_edge.__version__,
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -112,7 +112,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         text = item[2:] if item.startswith("--") else item
         if "=" not in text:
-            raise ValueError(f"override {item!r} must look like --key=value (nested keys with dots: --distill.epochs=5)")
+            raise ValueError(
+                f"override {item!r} must look like --key=value (nested keys with dots: --distill.epochs=5)"
+            )
         key, value = text.split("=", 1)
         key = key.replace("-", "_")
         node = out

@@ -63,14 +63,27 @@ class DistillConfig:
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
 
 
-def crop_config(geo: GeometricConfig, input_wh: tuple[int, int], heatmap_wh: tuple[int, int], sigma: float = 2.0,
-                box_source: str = "auto"):
+def crop_config(
+    geo: GeometricConfig,
+    input_wh: tuple[int, int],
+    heatmap_wh: tuple[int, int],
+    sigma: float = 2.0,
+    box_source: str = "auto",
+):
     """The data stage's ``CropConfig`` for this augmentation recipe (one place turns the recipe into crops)."""
     from tardis_edge.data.crops import CropConfig
 
-    return CropConfig(input_wh=tuple(input_wh), heatmap_wh=tuple(heatmap_wh), sigma=sigma, box_source=box_source,
-                      flip_prob=geo.flip_prob, rotation_deg=geo.rotation_deg, rotation_prob=geo.rotation_prob,
-                      scale_range=tuple(geo.scale_range), shift_frac=geo.shift_frac)
+    return CropConfig(
+        input_wh=tuple(input_wh),
+        heatmap_wh=tuple(heatmap_wh),
+        sigma=sigma,
+        box_source=box_source,
+        flip_prob=geo.flip_prob,
+        rotation_deg=geo.rotation_deg,
+        rotation_prob=geo.rotation_prob,
+        scale_range=tuple(geo.scale_range),
+        shift_frac=geo.shift_frac,
+    )
 
 
 class ImageStore:
@@ -149,7 +162,10 @@ class DistillDataset(Dataset):
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over valid positions and all channels. ``pred, target (N, C, h, w)``, ``mask (N, 1, h, w)``."""
+    """Mean squared error over valid positions and all channels.
+
+    ``pred, target (N, C, h, w)``, ``mask (N, 1, h, w)``.
+    """
     sq = (pred.float() - target) ** 2 * mask
     return sq.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
@@ -227,16 +243,23 @@ def run_distill(
     last_loss = float("nan")
     images = ImageStore()
     for epoch in range(start_epoch, cfg.epochs):
-        dataset = DistillDataset(samples, cache, input_wh, heatmap_wh, cfg, stats[0], stats[1], epoch=epoch,
-                                 images=images)
+        dataset = DistillDataset(
+            samples, cache, input_wh, heatmap_wh, cfg, stats[0], stats[1], epoch=epoch, images=images
+        )
         # Same permutation on every rank and on resume: seeded by (seed, epoch); each rank takes its stride.
         order = np.random.default_rng((cfg.seed, epoch, 7)).permutation(len(samples))[d.rank :: d.world_size]
         batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
         loader = DataLoader(dataset, batch_sampler=batches[start_step:], num_workers=cfg.num_workers)
         model.train()
         losses = []
-        bar = tqdm(loader, desc=f"distill {epoch + 1}/{cfg.epochs}", disable=not d.is_main, leave=False,
-                   initial=start_step, total=len(batches))
+        bar = tqdm(
+            loader,
+            desc=f"distill {epoch + 1}/{cfg.epochs}",
+            disable=not d.is_main,
+            leave=False,
+            initial=start_step,
+            total=len(batches),
+        )
         for step, batch in enumerate(bar, start=start_step):
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
@@ -249,9 +272,16 @@ def run_distill(
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if d.is_main and (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < len(batches):
-                save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                                step_in_epoch=step + 1, history=history.state(), model_config=model_config,
-                                elapsed_s=clock.elapsed())
+                save_checkpoint(
+                    ckpt_path,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    epoch=epoch,
+                    step_in_epoch=step + 1,
+                    history=history.state(),
+                    model_config=model_config,
+                    elapsed_s=clock.elapsed(),
+                )
             if clock.exhausted():
                 break
         start_step = 0
@@ -259,20 +289,33 @@ def run_distill(
         history.add(epoch=epoch + 1, distill_loss=last_loss)
         if d.is_main:
             LOG.info("stage 1 epoch %d/%d: masked MSE %.4f (%.0fs)", epoch + 1, cfg.epochs, last_loss, time.time() - t0)
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                            step_in_epoch=0, history=history.state(), model_config=model_config,
-                            elapsed_s=clock.elapsed())
+            save_checkpoint(
+                ckpt_path,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                epoch=epoch + 1,
+                step_in_epoch=0,
+                history=history.state(),
+                model_config=model_config,
+                elapsed_s=clock.elapsed(),
+            )
             plot_curves(history.rows, run_dir / "curves_distill.png", "stage 1: distillation")
         if clock.exhausted():
             LOG.info("stage 1: time budget of %.0f s spent after %d epochs", cfg.time_budget_s, epoch + 1)
             break
     if history.rows:
         last_loss = history.rows[-1]["distill_loss"]
-    summary = {"final_loss": last_loss, "epochs": len(history.rows), "samples": len(samples),
-               "seconds": clock.elapsed(), "time_budget_s": cfg.time_budget_s}
+    summary = {
+        "final_loss": last_loss,
+        "epochs": len(history.rows),
+        "samples": len(samples),
+        "seconds": clock.elapsed(),
+        "time_budget_s": cfg.time_budget_s,
+    }
     if d.is_main:
-        save_checkpoint(run_dir / "distill_final.pt", model=model.state_dict(), model_config=model_config,
-                        history=history.state())
+        save_checkpoint(
+            run_dir / "distill_final.pt", model=model.state_dict(), model_config=model_config, history=history.state()
+        )
         mark_stage_done(run_dir, "distill", summary)
     return summary
 

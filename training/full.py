@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
 from training.common import (
     Dist,
@@ -41,7 +42,6 @@ from training.common import (
 )
 from training.config import load_config, save_config, to_dict
 from training.distill import DistillConfig, run_distill
-from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from training.extract import run_extract
 from training.keypoints import KeypointsConfig, evaluate_model, run_keypoints
 
@@ -112,8 +112,9 @@ def load_data(cfg: FullConfig, run_dir: Path):
     if cfg.data.path is None:
         from tardis_edge.data.synthetic import generate_synthetic_project
 
-        project = generate_synthetic_project(run_dir / "builtin-data", num_labelled=cfg.data.builtin_labelled,
-                                             num_unlabelled=cfg.data.builtin_unlabelled)
+        project = generate_synthetic_project(
+            run_dir / "builtin-data", num_labelled=cfg.data.builtin_labelled, num_unlabelled=cfg.data.builtin_unlabelled
+        )
         data_path = project.project_dir
         LOG.info("no --data given: using the built-in procedural dataset at %s", data_path)
     else:
@@ -133,12 +134,19 @@ def load_data(cfg: FullConfig, run_dir: Path):
         raise ValueError(f"unknown data.split {split!r}; use auto, openfield or fraction")
     videos = [Path(v) for v in cfg.data.videos]
     if cfg.data.use_project_videos and Path(data_path).is_dir() and (Path(data_path) / "videos").is_dir():
-        videos += sorted(p for p in (Path(data_path) / "videos").iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mov"))
+        videos += sorted(
+            p for p in (Path(data_path) / "videos").iterdir() if p.suffix.lower() in (".mp4", ".avi", ".mov")
+        )
     unlabelled = []
     for v in videos:
         unlabelled += sample_video_frames(v, cfg.data.frames_per_video, num_keypoints=dataset.schema.num_keypoints)
-    LOG.info("split: %d train / %d test labelled samples; %d unlabelled frames from %d videos",
-             len(train), len(test), len(unlabelled), len(videos))
+    LOG.info(
+        "split: %d train / %d test labelled samples; %d unlabelled frames from %d videos",
+        len(train),
+        len(test),
+        len(unlabelled),
+        len(videos),
+    )
     return dataset, train, test, unlabelled
 
 
@@ -183,10 +191,13 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device
         result = model.load_state_dict(encoder, strict=False)
         not_head = [k for k in result.missing_keys if not k.startswith("head.")]
         if not_head or result.unexpected_keys:
-            raise RuntimeError(f"stage-1 checkpoint does not fit the stage-2 student: missing {not_head[:5]}, "
-                               f"unexpected {result.unexpected_keys[:5]}; was it trained with another backbone?")
-        LOG.info("stage 2 starts from the stage-1 encoder (%d head tensors freshly initialised)",
-                 len(result.missing_keys))
+            raise RuntimeError(
+                f"stage-1 checkpoint does not fit the stage-2 student: missing {not_head[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}; was it trained with another backbone?"
+            )
+        LOG.info(
+            "stage 2 starts from the stage-1 encoder (%d head tensors freshly initialised)", len(result.missing_keys)
+        )
     else:
         LOG.info("stage 2 from a random-init student (stage 1 skipped)")
     train_samples = list(train.samples)
@@ -197,8 +208,19 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device
     train_samples = [s for s in train_samples if s.labelled]
     wh = (cfg.data.input_size, cfg.data.input_size)
     hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
-    return run_keypoints(model, train_samples, list(test.samples), dataset.schema, cfg.keypoints, run_dir, wh, hm,
-                         device, d, mcfg.to_dict())
+    return run_keypoints(
+        model,
+        train_samples,
+        list(test.samples),
+        dataset.schema,
+        cfg.keypoints,
+        run_dir,
+        wh,
+        hm,
+        device,
+        d,
+        mcfg.to_dict(),
+    )
 
 
 def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.device) -> dict:
@@ -216,29 +238,47 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.
     wh = (cfg.data.input_size, cfg.data.input_size)
     metrics, kps, scores = evaluate_model(model, list(test.samples), dataset.schema, wh, cfg.keypoints.predict, device)
     write_json(run_dir / "metrics_test.json", metrics)
-    np.savez(run_dir / "predictions_test.npz", keypoints=kps, scores=scores,
-             sample_ids=np.array([s.sample_id for s in test.samples]))
+    np.savez(
+        run_dir / "predictions_test.npz",
+        keypoints=kps,
+        scores=scores,
+        sample_ids=np.array([s.sample_id for s in test.samples]),
+    )
     draw_overlays(list(test.samples)[:6], kps[:6], scores[:6], dataset.schema, run_dir / "overlays_test.png")
     # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
-    save_checkpoint(run_dir / "model.pt", model=model.state_dict(), model_config=mcfg.to_dict(),
-                    schema={"names": list(dataset.schema.names), "skeleton": [list(e) for e in dataset.schema.skeleton],
-                            "flip_pairs": [list(p) for p in dataset.schema.flip_pairs],
-                            "sigmas": list(dataset.schema.sigmas) if dataset.schema.sigmas else None},
-                    input_size=cfg.data.input_size, heatmap_size=cfg.data.heatmap_size,
-                    predict=to_dict(cfg.keypoints.predict), versions=versions())
+    save_checkpoint(
+        run_dir / "model.pt",
+        model=model.state_dict(),
+        model_config=mcfg.to_dict(),
+        schema={
+            "names": list(dataset.schema.names),
+            "skeleton": [list(e) for e in dataset.schema.skeleton],
+            "flip_pairs": [list(p) for p in dataset.schema.flip_pairs],
+            "sigmas": list(dataset.schema.sigmas) if dataset.schema.sigmas else None,
+        },
+        input_size=cfg.data.input_size,
+        heatmap_size=cfg.data.heatmap_size,
+        predict=to_dict(cfg.keypoints.predict),
+        versions=versions(),
+    )
     return metrics
 
 
-def main(argv: list[str] | None = None, stages: tuple[str, ...] | None = None, prog: str = "python -m training.full") -> int:
+def main(
+    argv: list[str] | None = None, stages: tuple[str, ...] | None = None, prog: str = "python -m training.full"
+) -> int:
     """CLI of ``training.full``; the single-stage modules call it with ``stages`` set."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=__doc__.split("\n\n")[0],
-        epilog="Any config field can be overridden: --distill.epochs=10 --model.backbone=resnet18 (see the run's config.yaml).",
+        epilog="Any config field can be overridden: --distill.epochs=10 --model.backbone=resnet18 "
+        "(see the run's config.yaml).",
     )
     parser.add_argument("config", nargs="?", help="YAML config file (optional)")
     args, overrides = parser.parse_known_args(argv)
-    defaults_for_demo = args.config is None and not any(o.lstrip("-").startswith(("data.path", "data=")) for o in overrides)
+    defaults_for_demo = args.config is None and not any(
+        o.lstrip("-").startswith(("data.path", "data=")) for o in overrides
+    )
     overrides = [o.replace("--data=", "--data.path=", 1) if o.startswith("--data=") else o for o in overrides]
     cfg = load_config(FullConfig, args.config, overrides)
     if defaults_for_demo:
@@ -270,8 +310,11 @@ def run(cfg: FullConfig) -> int:
         save_config(cfg, run_dir / "config.yaml")
         write_json(run_dir / "versions.json", versions())
     if cfg.teacher is None:
-        LOG.warning("teacher: RANDOM-INITIALISED %s (depth %d) — not DINOv2 features; pass --teacher=PATH for the real "
-                    "recipe", cfg.random_teacher, cfg.random_teacher_depth)
+        LOG.warning(
+            "teacher: RANDOM-INITIALISED %s (depth %d) — not DINOv2 features; pass --teacher=PATH for the real recipe",
+            cfg.random_teacher,
+            cfg.random_teacher_depth,
+        )
     dataset, train, test, unlabelled = load_data(cfg, run_dir)
     timings = {}
     wanted = set(cfg.stages)
@@ -314,8 +357,11 @@ def run(cfg: FullConfig) -> int:
         "versions": versions(),
     }
     write_json(run_dir / "summary.json", summary)
-    LOG.info("done in %.0fs — test metrics: %s", timings["total_s"],
-             ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items() if isinstance(v, (int, float))))
+    LOG.info(
+        "done in %.0fs — test metrics: %s",
+        timings["total_s"],
+        ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items() if isinstance(v, (int, float))),
+    )
     LOG.info("run folder: %s (summary.json, metrics_test.json, curves_*.png, overlays_test.png, model.pt)", run_dir)
     return 0
 

@@ -108,8 +108,9 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
     return (per_kp * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def integral_loss(pred: torch.Tensor, keypoints_input: torch.Tensor, weights: torch.Tensor, beta: float,
-                  stride: float) -> torch.Tensor:
+def integral_loss(
+    pred: torch.Tensor, keypoints_input: torch.Tensor, weights: torch.Tensor, beta: float, stride: float
+) -> torch.Tensor:
     """L1 between soft-argmax keypoints (Triton kernel on CUDA, reference on CPU) and the labels, heatmap px."""
     import kernels
 
@@ -200,9 +201,17 @@ def run_keypoints(
     clock = Clock(cfg.time_budget_s, elapsed_before)
 
     def checkpoint(epoch: int, step: int) -> None:
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                        step_in_epoch=step, history=history.state(), best_value=best_value, model_config=model_config,
-                        elapsed_s=clock.elapsed())
+        save_checkpoint(
+            ckpt_path,
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            epoch=epoch,
+            step_in_epoch=step,
+            history=history.state(),
+            best_value=best_value,
+            model_config=model_config,
+            elapsed_s=clock.elapsed(),
+        )
 
     dataset = None
     for epoch in range(start_epoch, cfg.epochs):
@@ -216,8 +225,14 @@ def run_keypoints(
         if cfg.freeze_encoder:
             model.encoder_eval()
         losses = []
-        bar = tqdm(loader, desc=f"keypoints {epoch + 1}/{cfg.epochs}", disable=not d.is_main, leave=False,
-                   initial=start_step, total=len(batches))
+        bar = tqdm(
+            loader,
+            desc=f"keypoints {epoch + 1}/{cfg.epochs}",
+            disable=not d.is_main,
+            leave=False,
+            initial=start_step,
+            total=len(batches),
+        )
         for step, batch in enumerate(bar, start=start_step):
             global_step = epoch * steps_per_epoch + step
             scale = lr_at(global_step, clock.progress(global_step, total_steps), cfg)
@@ -240,7 +255,10 @@ def run_keypoints(
             if clock.exhausted():
                 break
         start_step = 0
-        row = {"epoch": epoch + 1, "keypoint_loss": all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), d)}
+        row = {
+            "epoch": epoch + 1,
+            "keypoint_loss": all_reduce_mean(float(np.mean(losses)) if losses else float("nan"), d),
+        }
         last = epoch + 1 == cfg.epochs or clock.exhausted()
         if d.is_main and val_samples and ((epoch + 1) % cfg.eval_every == 0 or last):
             metrics, _, _ = evaluate_model(model, val_samples, schema, input_wh, cfg.predict, device)
@@ -248,12 +266,22 @@ def run_keypoints(
             value = float(metrics.get(cfg.best_metric, float("nan")))
             if _better(cfg.best_metric, value, best_value):
                 best_value = value
-                save_checkpoint(best_path, model=model.state_dict(), model_config=model_config, epoch=epoch + 1,
-                                metrics=metrics)
-            LOG.info("stage 2 epoch %d/%d: loss %.2e, val %s %.3f (best %.3f)", epoch + 1, cfg.epochs,
-                     row["keypoint_loss"], cfg.best_metric, value, best_value if best_value is not None else float("nan"))
+                save_checkpoint(
+                    best_path, model=model.state_dict(), model_config=model_config, epoch=epoch + 1, metrics=metrics
+                )
+            LOG.info(
+                "stage 2 epoch %d/%d: loss %.2e, val %s %.3f (best %.3f)",
+                epoch + 1,
+                cfg.epochs,
+                row["keypoint_loss"],
+                cfg.best_metric,
+                value,
+                best_value if best_value is not None else float("nan"),
+            )
         elif d.is_main:
-            LOG.info("stage 2 epoch %d/%d: loss %.2e (%.0fs)", epoch + 1, cfg.epochs, row["keypoint_loss"], time.time() - t0)
+            LOG.info(
+                "stage 2 epoch %d/%d: loss %.2e (%.0fs)", epoch + 1, cfg.epochs, row["keypoint_loss"], time.time() - t0
+            )
         history.add(**row)
         if d.is_main:
             checkpoint(epoch + 1, 0)
@@ -265,8 +293,15 @@ def run_keypoints(
         check_replicas_in_sync(model, d)
     if d.is_main and not best_path.exists():  # no validation split: the last model is the one we keep
         save_checkpoint(best_path, model=model.state_dict(), model_config=model_config, epoch=cfg.epochs, metrics={})
-    summary = {"best_" + cfg.best_metric: best_value, "epochs": len(history.rows), "seconds_training": clock.elapsed(), "train_samples": len(train_samples),
-               "val_samples": len(val_samples), "seconds": time.time() - t0, "best_checkpoint": str(best_path)}
+    summary = {
+        "best_" + cfg.best_metric: best_value,
+        "epochs": len(history.rows),
+        "seconds_training": clock.elapsed(),
+        "train_samples": len(train_samples),
+        "val_samples": len(val_samples),
+        "seconds": time.time() - t0,
+        "best_checkpoint": str(best_path),
+    }
     if d.is_main:
         write_json(run_dir / "keypoints_history.json", history.rows)
         mark_stage_done(run_dir, "keypoints", summary)

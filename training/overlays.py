@@ -9,12 +9,30 @@ import numpy as np
 
 from tardis_edge.io import atomic_write_bytes
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+]
 
 
-def draw_keypoints(image_rgb: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | None, skeleton,
-                   ground_truth: np.ndarray | None = None, min_score: float = 0.0) -> np.ndarray:
+def draw_keypoints(
+    image_rgb: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray | None,
+    skeleton,
+    ground_truth: np.ndarray | None = None,
+    min_score: float = 0.0,
+) -> np.ndarray:
     """Copy of ``image_rgb`` with predicted keypoints (filled, coloured per keypoint), skeleton lines, and the
     ground truth as white rings when given."""
     out = image_rgb.copy()
@@ -24,8 +42,14 @@ def draw_keypoints(image_rgb: np.ndarray, keypoints: np.ndarray, scores: np.ndar
         shown &= scores > min_score
     for a, b in skeleton:
         if shown[a] and shown[b]:
-            cv2.line(out, tuple(int(round(v)) for v in keypoints[a]), tuple(int(round(v)) for v in keypoints[b]),
-                     (255, 255, 255), max(1, radius // 2), cv2.LINE_AA)
+            cv2.line(
+                out,
+                tuple(int(round(v)) for v in keypoints[a]),
+                tuple(int(round(v)) for v in keypoints[b]),
+                (255, 255, 255),
+                max(1, radius // 2),
+                cv2.LINE_AA,
+            )
     if ground_truth is not None:
         for xy in ground_truth:
             if np.isfinite(xy).all():
