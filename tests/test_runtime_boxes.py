@@ -45,8 +45,10 @@ def test_follower_tracks_loses_and_reacquires():
         else:
             assert _within_one_heatmap_pixel(result.keypoints[0], truth, result.boxes[0]), (t, result.keypoints)
             assert follower.tracking
-    assert follower.lost_frames == 2
-    assert backend.calls == 2 * len(frames)  # first pass + refine pass per frame
+    assert follower.lost_frames == 2 and follower.recovered_frames == 0
+    # first pass + refine pass per frame, and a whole-frame search (two passes) of each empty frame that was
+    # started from a followed box (frame 6; frame 7 starts whole since the animal was lost)
+    assert backend.calls == 2 * len(frames) + 2
 
 
 def test_batched_tracking_finds_every_frame():
@@ -75,6 +77,23 @@ def test_batched_tracking_finds_every_frame():
     assert follower.tracking and follower.lost_frames == 2
 
 
+def test_a_frame_the_followed_box_misses_is_searched_again_at_once():
+    """The animal jumps across the frame between two frames: the followed box misses it, the same frame is searched
+    whole (two passes) and found, and the follower counts it as recovered, not lost."""
+    before = [(40.0, 50.0), (60.0, 58.0)]
+    after = [(150.0, 120.0), (162.0, 104.0)]
+    runner = Runner(ImageHeatmapBackend(), metadata(), decode="numpy")
+    follower = runner.new_follower()
+    runner.track([blob_frame(FRAME_WH, before)], follower)
+    assert follower.tracking
+    missed_box = follower.box(FRAME_WH)
+    result = runner.track([blob_frame(FRAME_WH, after)], follower)
+    assert abs(missed_box.cx - 50.0) < 5  # it started where the animal was
+    assert _within_one_heatmap_pixel(result.keypoints[0], after, result.boxes[0])
+    assert follower.recovered_frames == 1 and follower.lost_frames == 0 and follower.tracking
+    assert abs(follower.box(FRAME_WH).cx - 156.0) < 5  # and follows it from there
+
+
 def test_follower_smooths_centre_and_size():
     cfg = FollowConfig(smoothing=0.25, centre_smoothing=0.5, min_keypoints=1, predict_motion=False)
     follower = BoxFollower(INPUT_WH, cfg)
@@ -93,7 +112,7 @@ def test_follower_smooths_centre_and_size():
 
 
 def test_follower_predicts_constant_motion():
-    cfg = FollowConfig(min_keypoints=1, velocity_smoothing=1.0)
+    cfg = FollowConfig(min_keypoints=1, velocity_smoothing=1.0, max_predict_frames=3)
     follower = BoxFollower(INPUT_WH, cfg)
     scores = np.array([0.9, 0.9])
     a = np.array([[10.0, 10.0], [50.0, 30.0]])
@@ -101,9 +120,10 @@ def test_follower_predicts_constant_motion():
     assert follower.box(FRAME_WH, frames_ahead=3).cx == follower.box(FRAME_WH).cx  # no velocity after one frame
     follower.update(a + [4.0, -2.0], scores)
     now = geometry.box_from_keypoints(a + [4.0, -2.0], None, INPUT_WH, padding=cfg.track_padding)
-    for ahead in (1, 3):
+    for ahead in (1, 3, 8):
         box = follower.box(FRAME_WH, frames_ahead=ahead)
-        assert (box.cx, box.cy) == pytest.approx((now.cx + 4.0 * ahead, now.cy - 2.0 * ahead))
+        used = min(ahead, 3)  # extrapolated at most max_predict_frames ahead
+        assert (box.cx, box.cy) == pytest.approx((now.cx + 4.0 * used, now.cy - 2.0 * used))
     follower.update(np.full((2, 2), np.nan), np.zeros(2))  # lost: whole frame, motion forgotten
     assert follower.box(FRAME_WH) == geometry.box_from_image(FRAME_WH, INPUT_WH)
     follower.update(a, scores)

@@ -35,6 +35,9 @@ class FollowConfig:
     # speed * (1 - w) / w per frame, and jitter of the start box does not matter when the refine pass recentres.
     centre_smoothing: float = 1.0
     predict_motion: bool = True  # move the start box by the recent velocity (see BoxFollower)
+    # Velocity is extrapolated at most this many frames ahead: the box centre's velocity is noisy (the keypoint
+    # extent changes as the animal turns), and over a whole batch the noise would carry the box off the animal.
+    max_predict_frames: int = 3
     velocity_smoothing: float = 0.5  # EMA weight of the newest frame-to-frame centre motion
     padding: float = geometry.DEFAULT_PADDING  # refine box = keypoint extent x padding (the trained framing)
     # The box a video frame starts from is wider, so the motion since the previous frame stays inside it and the
@@ -46,8 +49,11 @@ class FollowConfig:
         for name in ("smoothing", "centre_smoothing", "velocity_smoothing"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1] (1 = no smoothing), got {getattr(self, name)}")
-        if self.min_keypoints < 1:
-            raise ValueError(f"min_keypoints must be >= 1, got {self.min_keypoints}")
+        if self.min_keypoints < 1 or self.max_predict_frames < 0:
+            raise ValueError(
+                f"min_keypoints must be >= 1 and max_predict_frames >= 0, got {self.min_keypoints} and "
+                f"{self.max_predict_frames}"
+            )
         if self.padding < 1 or self.track_padding < 1:
             raise ValueError(
                 f"padding and track_padding must be >= 1 (1.25 is the trained crop), got {self.padding} and "
@@ -91,8 +97,9 @@ class BoxFollower:
     """The crop box of the next video frames, from the previous frames' keypoints.
 
     The followed box moves with the animal's recent velocity (box centre per frame, smoothed): the box for the frame
-    ``n`` frames after the last update is shifted by ``n`` times that velocity. With batched inference a whole batch
-    starts from the state after the previous batch, so this keeps the later frames of a batch on a moving animal.
+    ``n`` frames after the last update is shifted by ``min(n, max_predict_frames)`` times that velocity. With
+    batched inference a whole batch starts from the state after the previous batch, so this keeps the later frames
+    of a batch on a moving animal.
 
     Args:
         input_wh: network input ``(W_in, H_in)`` (boxes get its aspect ratio).
@@ -106,6 +113,7 @@ class BoxFollower:
         self._velocity = np.zeros(2)  # box centre motion per frame, image pixels
         self.last_frame: int | None = None  # frame number of the last update, when the caller gives them
         self.lost_frames = 0  # frames on which the animal was lost (the box fell back to the whole frame)
+        self.recovered_frames = 0  # frames the followed box missed and a whole-frame search found (Runner.track)
 
     @property
     def tracking(self) -> bool:
@@ -117,7 +125,8 @@ class BoxFollower:
         the whole frame while searching."""
         if self._track is None:
             return geometry.box_from_image(image_wh, self.input_wh)
-        dx, dy = self._velocity * frames_ahead if self.cfg.predict_motion else (0.0, 0.0)
+        ahead = min(frames_ahead, self.cfg.max_predict_frames) if self.cfg.predict_motion else 0
+        dx, dy = self._velocity * ahead
         t = self._track
         return geometry.CropBox(t.cx + float(dx), t.cy + float(dy), t.width, t.height)
 

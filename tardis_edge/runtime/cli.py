@@ -196,6 +196,7 @@ class _SourceRun:
             "bad_frame_reasons": sorted({r for _, r in report.bad_frames}),
             "ended": report.ended if status == "complete" else status,
             "lost_frames": self.follower.lost_frames if self.follower is not None else None,
+            "recovered_frames": self.follower.recovered_frames if self.follower is not None else None,
             "boxes_from_file": self.boxes_used,
             "seconds": round(seconds, 3),
             "fps": round(self.frames_done / seconds, 2) if seconds > 0 else None,

@@ -25,7 +25,7 @@ from tardis_edge.artifact import (
 )
 from tardis_edge.runtime import decode_np
 from tardis_edge.runtime.backends import Backend, InferenceBackend, run_in_chunks
-from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, box_from_prediction, boxes_from_xywh
+from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, box_from_prediction, boxes_from_xywh, is_lost
 from tardis_edge.runtime.preprocess import as_frame_list, crop_batch, input_to_image
 
 DECODES = ("graph", "numpy")
@@ -244,8 +244,10 @@ class Runner:
 
         Every frame of the batch starts from the follower's box as of the previous batch, moved on by the animal's
         recent velocity (the whole frame while searching), or from its detector box; the refine pass then centres
-        each frame's crop on its own keypoints, and the follower takes each frame's result in order. Call with one
-        frame at a time for frame-by-frame following; larger batches trade that for throughput.
+        each frame's crop on its own keypoints. A frame whose followed box lost the animal is searched again at once
+        on its whole image (two passes), so a box that drifted off costs that frame nothing. The follower then takes
+        each frame's result in order. Call with one frame at a time for frame-by-frame following; larger batches
+        trade that for throughput.
 
         Args:
             frames: consecutive frames (see ``__call__``).
@@ -263,14 +265,31 @@ class Runner:
             follower.box((f.shape[1], f.shape[0]), frames_ahead=follower.frames_ahead(n, j))
             for j, (f, n) in enumerate(zip(rgb, numbers, strict=True))
         ]
+        followed = [follower.tracking] * len(rgb)  # started from a followed box, not the whole frame
         if boxes is not None:
             given = self._initial_boxes(rgb, boxes) if isinstance(boxes, np.ndarray) else list(boxes)
             if len(given) != len(rgb):
                 raise ValueError(f"got {len(rgb)} frames but {len(given)} boxes; pass one box (or None) per frame")
             start = [s if b is None else b for s, b in zip(start, given, strict=True)]
+            followed = [f and b is None for f, b in zip(followed, given, strict=True)]
         keypoints, scores = self.predict_boxes(rgb, start)
         result = self._refined(rgb, start, keypoints, scores)
-        for k, s, n in zip(result.keypoints, result.scores, numbers, strict=True):
+        missed = [
+            i for i in range(len(rgb)) if followed[i] and is_lost(result.scores[i], result.keypoints[i], self.follow)
+        ]
+        found_again = set()
+        if missed:
+            again = self([rgb[i] for i in missed])  # whole frame, then refine
+            for j, i in enumerate(missed):
+                if np.mean(again.scores[j]) > np.mean(result.scores[i]):
+                    result.keypoints[i], result.scores[i] = again.keypoints[j], again.scores[j]
+                    result.boxes[i] = again.boxes[j]
+                    if not is_lost(again.scores[j], again.keypoints[j], self.follow):
+                        found_again.add(i)
+        for i, (k, s, n) in enumerate(zip(result.keypoints, result.scores, numbers, strict=True)):
+            if i in found_again:  # a jump: follow from here, without the old box's velocity
+                follower.reset()
+                follower.recovered_frames += 1
             follower.update(k, s, n)
         return result
 
