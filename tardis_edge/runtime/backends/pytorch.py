@@ -96,7 +96,9 @@ class PyTorchBackend:
 
         path = checkpoint_path(checkpoint)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # Runs saved before versions() converted torch.__version__ hold a TorchVersion (a str subclass): allow it.
+            with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated file, or objects weights_only refuses: say which file and why
             raise RuntimeError(
                 f"{path} cannot be loaded with torch.load(weights_only=True): {str(e).splitlines()[0]}; a model.pt "
