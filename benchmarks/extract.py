@@ -35,19 +35,10 @@ import torch
 
 from tardis_edge.feature_cache import ExtractConfig, teacher_features
 from tardis_edge.io import atomic_write_text
+from tardis_edge.machine import cpu_name
 from tardis_edge.teacher import VARIANTS, random_dinov2
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_record(device: torch.device) -> dict:

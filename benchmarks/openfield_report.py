@@ -11,15 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from tardis_edge.machine import cpu_name
 
 
 def run_record(run: Path) -> dict:

@@ -29,19 +29,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tardis_edge.io import atomic_write_text
+from tardis_edge.machine import cpu_name
 from tardis_edge.models import BACKBONES, ModelConfig, build_model
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "students-cpu.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def count_flops(model: torch.nn.Module, images: torch.Tensor) -> int:

@@ -47,6 +47,7 @@ from kernels.decode import reference_decode, soft_argmax
 from tardis_edge import decode as reference
 from tardis_edge import geometry
 from tardis_edge.io import atomic_write_text
+from tardis_edge.machine import cpu_name
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 BETA = 20.0
@@ -59,16 +60,6 @@ KEYPOINT_ATOL, IMAGE_ATOL, GRAD_ATOL = 1e-4, 1e-4, 1e-5
 # the gradient check's beta: gradients are O(1) there; at beta 20 they reach ~10 and the float32 reference is
 # itself ~3e-5 from a float64 one, so an absolute 1e-5 would test float32 rounding rather than the kernel
 GRAD_BETA = 5.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str | None]:
