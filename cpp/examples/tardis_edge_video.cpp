@@ -1,16 +1,21 @@
 // tardis_edge_video: keypoints for every frame of a video file or camera, as CSV, through the C API.
 //
 //   tardis_edge_video ARTIFACT_DIR VIDEO|CAMERA_INDEX [--out keypoints.csv] [--backend auto|opencv-dnn|tensorrt]
-//                     [--precision fp32] [--engine FILE] [--box X,Y,W,H] [--max-frames N]
+//                     [--precision fp32] [--engine FILE] [--box X,Y,W,H] [--max-frames N] [--no-refine]
 //
+// Each frame: one pass on the whole frame (or --box), then, unless --no-refine, a second pass on the padded box
+// around the first pass's confident keypoints - what `tardis-edge` (the Python runtime) does for independent
+// frames and what evaluation does, so the keypoints agree with `tardis_edge.runtime.open_runner(...)(frames)`.
 // CSV columns: frame, then <name>_x, <name>_y, <name>_score for each keypoint (image pixels; x and y are "nan"
 // where the keypoint was not found). Without --out the CSV goes to stdout; with it, to a temporary file renamed
 // onto the target at the end, so an interrupted run never leaves a half-written CSV. Timing goes to stderr.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <opencv2/core.hpp>
 #include <opencv2/videoio.hpp>
 #include <string>
@@ -20,10 +25,13 @@
 
 namespace {
 
+constexpr float kRefineMinScore = 0.2f;  // tardis_edge.runtime.boxes.FollowConfig.min_score
+constexpr double kRefineMinSize = 16.0;  // FollowConfig.min_size (image pixels)
+
 int usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s ARTIFACT_DIR VIDEO|CAMERA_INDEX [--out FILE.csv] [--backend auto|opencv-dnn|tensorrt]\n"
-                 "       [--precision fp32] [--engine FILE] [--box X,Y,W,H] [--max-frames N]\n",
+                 "       [--precision fp32] [--engine FILE] [--box X,Y,W,H] [--max-frames N] [--no-refine]\n",
                  argv0);
     return 2;
 }
@@ -36,6 +44,29 @@ bool parse_backend(const char* name, tardis_backend* out) {
         }
     }
     return false;
+}
+
+// The refine pass of the Python runtime and of evaluation (tardis_edge.runtime.boxes.box_from_prediction): the
+// unpadded box around the confident keypoints (score > min_score), each side at least min_size image pixels.
+// The runner pads it and fits the input's aspect ratio, as tardis_edge.geometry.box_from_xywh does.
+bool box_around_keypoints(const std::vector<float>& keypoints, const std::vector<float>& scores, float min_score,
+                          double min_size, tardis_box* box) {
+    double lo_x = std::numeric_limits<double>::infinity(), lo_y = lo_x, hi_x = -lo_x, hi_y = -lo_x;
+    bool any = false;
+    for (size_t j = 0; j < scores.size(); ++j) {
+        const double x = keypoints[2 * j], y = keypoints[2 * j + 1];
+        if (!(scores[j] > min_score) || !std::isfinite(x) || !std::isfinite(y)) continue;
+        lo_x = std::min(lo_x, x), lo_y = std::min(lo_y, y), hi_x = std::max(hi_x, x), hi_y = std::max(hi_y, y);
+        any = true;
+    }
+    if (!any) return false;
+    const double w = std::max(hi_x - lo_x, min_size), h = std::max(hi_y - lo_y, min_size);
+    const double cx = 0.5 * (lo_x + hi_x), cy = 0.5 * (lo_y + hi_y);
+    box->x = static_cast<float>(cx - 0.5 * w);
+    box->y = static_cast<float>(cy - 0.5 * h);
+    box->width = static_cast<float>(w);
+    box->height = static_cast<float>(h);
+    return true;
 }
 
 bool is_index(const std::string& s) {
@@ -53,8 +84,13 @@ int main(int argc, char** argv) {
     tardis_box box{};
     bool has_box = false;
     long max_frames = -1;
+    bool refine = true;
     for (int i = 3; i < argc; ++i) {
         const std::string arg = argv[i];
+        if (arg == "--no-refine") {
+            refine = false;
+            continue;
+        }
         if (i + 1 >= argc) return usage(argv[0]);
         const char* value = argv[++i];
         if (arg == "--out") {
@@ -129,6 +165,13 @@ int main(int argc, char** argv) {
         const auto start = std::chrono::steady_clock::now();
         if (tardis_runner_run(runner, &image, has_box ? &box : nullptr, keypoints.data(), scores.data()) != TARDIS_OK) {
             std::fprintf(stderr, "frame %ld: %s\n", count, tardis_last_error());
+            status = 1;
+            break;
+        }
+        tardis_box refined{};
+        if (refine && box_around_keypoints(keypoints, scores, kRefineMinScore, kRefineMinSize, &refined) &&
+            tardis_runner_run(runner, &image, &refined, keypoints.data(), scores.data()) != TARDIS_OK) {
+            std::fprintf(stderr, "frame %ld (refine pass): %s\n", count, tardis_last_error());
             status = 1;
             break;
         }
