@@ -177,8 +177,11 @@ class History:
         return list(self.rows)
 
 
-def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
-    """One panel per scalar (loss, metrics) against epoch, written atomically as PNG."""
+CURVE_KEYS = ("rmse_px", "mean_px", "PCK@0.05", "PCK@0.1", "AP")  # metrics worth a panel (plus every *loss*)
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str, columns: int = 3) -> None:
+    """Loss and the headline metrics against epoch, one panel each, written atomically as PNG."""
     if not rows:
         return
     import matplotlib
@@ -186,15 +189,21 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in rows[0] if k != "epoch"]
-    keys = sorted({k for r in rows for k in r if k != "epoch"}, key=lambda k: (k not in keys, k))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    present = {k for r in rows for k in r}
+    keys = sorted(k for k in present if "loss" in k) + [k for k in CURVE_KEYS if k in present]
+    if not keys:
+        return
+    ncols = min(columns, len(keys))
+    nrows = (len(keys) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys, strict=False):
         pts = [(r.get("epoch", i), r[key]) for i, r in enumerate(rows) if key in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
         ax.set_title(key)
         ax.set_xlabel("epoch")
-        if "loss" in key:
+        if "loss" in key or key.endswith("_px"):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     fig.suptitle(title)
