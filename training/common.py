@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -161,6 +162,45 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated/corrupt file: say which and what to do
         raise RuntimeError(f"checkpoint {path} cannot be read ({exc}); delete it to restart that stage") from exc
+
+
+@dataclass
+class ResumePoint:
+    """Where a stage continues: epoch and step within it, the history so far, training time spent, extras."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    state: dict = field(default_factory=dict)
+
+
+def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, stage: str) -> ResumePoint:
+    """Load the stage's last checkpoint into ``model`` and ``optimizer`` if there is one (else start fresh)."""
+    if not path.exists():
+        return ResumePoint()
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    point = ResumePoint(
+        int(state["epoch"]),
+        int(state["step_in_epoch"]),
+        list(state["history"]),
+        float(state.get("elapsed_s", 0.0)),
+        state,
+    )
+    LOG.info("%s: resuming from %s (epoch %d, step %d)", stage, path, point.epoch + 1, point.step_in_epoch)
+    return point
+
+
+def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int, stream: int, d: Dist) -> list[list[int]]:
+    """This rank's batches of sample indices for one epoch.
+
+    The permutation is seeded by ``(seed, epoch, stream)``, so every rank and every resume sees the same one; each
+    rank takes every ``world_size``-th index (a distributed sampler without padding).
+    """
+    order = np.random.default_rng((seed, epoch, stream)).permutation(num_samples)[d.rank :: d.world_size]
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
 # ---------------------------------------------------------------- curves

@@ -25,9 +25,10 @@ from training.common import (
     Dist,
     History,
     all_reduce_mean,
-    load_checkpoint,
+    epoch_batches,
     mark_stage_done,
     plot_curves,
+    resume,
     save_checkpoint,
 )
 
@@ -223,15 +224,9 @@ def run_distill(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = History()
-    start_epoch, start_step, elapsed_before = 0, 0, 0.0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
-        history.rows = list(state["history"])
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-        LOG.info("stage 1: resuming from %s (epoch %d, step %d)", ckpt_path, start_epoch + 1, start_step)
+    point = resume(ckpt_path, model, optimizer, "stage 1")
+    start_epoch, start_step, elapsed_before = point.epoch, point.step_in_epoch, point.elapsed_s
+    history.rows = point.history
     ddp_model = model
     if d.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model)
@@ -247,8 +242,7 @@ def run_distill(
             samples, cache, input_wh, heatmap_wh, cfg, stats[0], stats[1], epoch=epoch, images=images
         )
         # Same permutation on every rank and on resume: seeded by (seed, epoch); each rank takes its stride.
-        order = np.random.default_rng((cfg.seed, epoch, 7)).permutation(len(samples))[d.rank :: d.world_size]
-        batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+        batches = epoch_batches(len(samples), cfg.batch_size, cfg.seed, epoch, 7, d)
         loader = DataLoader(dataset, batch_sampler=batches[start_step:], num_workers=cfg.num_workers)
         model.train()
         losses = []

@@ -26,9 +26,10 @@ from training.common import (
     Dist,
     History,
     all_reduce_mean,
-    load_checkpoint,
+    epoch_batches,
     mark_stage_done,
     plot_curves,
+    resume,
     save_checkpoint,
     write_json,
 )
@@ -183,16 +184,10 @@ def run_keypoints(
         groups.append({"params": enc_params, "lr_scale": cfg.encoder_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     history = History()
-    start_epoch, start_step, best_value, elapsed_before = 0, 0, None, 0.0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
-        history.rows = list(state["history"])
-        best_value = state.get("best_value")
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-        LOG.info("stage 2: resuming from %s (epoch %d, step %d)", ckpt_path, start_epoch + 1, start_step)
+    point = resume(ckpt_path, model, optimizer, "stage 2")
+    start_epoch, start_step, elapsed_before = point.epoch, point.step_in_epoch, point.elapsed_s
+    history.rows = point.history
+    best_value = point.state.get("best_value")
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
     stride = input_wh[0] / heatmap_wh[0]
     steps_per_epoch = math.ceil(len(train_samples) / (cfg.batch_size * d.world_size))
@@ -218,8 +213,7 @@ def run_keypoints(
         if dataset is None:
             dataset = KeypointDataset(train_samples, schema, input_wh, heatmap_wh, cfg)
         dataset.set_epoch(epoch)
-        order = np.random.default_rng((cfg.seed, epoch, 11)).permutation(len(train_samples))[d.rank :: d.world_size]
-        batches = [order[i : i + cfg.batch_size].tolist() for i in range(0, len(order), cfg.batch_size)]
+        batches = epoch_batches(len(train_samples), cfg.batch_size, cfg.seed, epoch, 11, d)
         loader = DataLoader(dataset, batch_sampler=batches[start_step:], num_workers=cfg.num_workers)
         model.train()
         if cfg.freeze_encoder:

@@ -71,12 +71,13 @@ def predict_boxes(
     Returns:
         ``(keypoints (N, K, 2) image pixels, scores (N, K))``; keypoints of rows with score <= 0 are NaN.
     """
+    from tardis_edge.runtime.preprocess import crop_batch
+
     all_kps, all_scores = [], []
     for start in range(0, len(images), cfg.batch_size):
-        chunk = range(start, min(start + cfg.batch_size, len(images)))
-        affines = [geometry.crop_affine(boxes[i], input_wh) for i in chunk]
-        crops = np.stack([geometry.warp_image(images[i], m, input_wh) for i, m in zip(chunk, affines, strict=True)])
-        x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float()  # (B, 3, H, W) RGB 0..255
+        chunk = slice(start, min(start + cfg.batch_size, len(images)))
+        crops, affines = crop_batch(images[chunk], boxes[chunk], input_wh)  # (B, 3, H, W) RGB 0..255
+        x = torch.from_numpy(crops).to(device)
         heatmaps = heatmaps_with_flip(model, x, flip_indices if cfg.flip_test else None)
         kps_hm, scores = decode(heatmaps.float(), cfg)
         stride = input_wh[0] / heatmaps.shape[-1]
@@ -92,11 +93,15 @@ def predict_boxes(
 def box_from_prediction(
     keypoints: np.ndarray, scores: np.ndarray, fallback: geometry.CropBox, input_wh: tuple[int, int], cfg: PredictConfig
 ) -> geometry.CropBox:
-    """Padded box around the confident keypoints of one prediction; ``fallback`` when none is confident."""
-    ok = np.isfinite(keypoints).all(axis=1) & (scores > cfg.box_min_score)
-    if ok.sum() < 1:
-        return fallback
-    return geometry.box_from_keypoints(keypoints, ok, input_wh, padding=cfg.padding, min_size=cfg.box_min_size)
+    """Padded box around the confident keypoints of one prediction; ``fallback`` when none is confident.
+
+    The edge runtime's rule (``tardis_edge.runtime.boxes``), so evaluation and deployment crop alike.
+    """
+    from tardis_edge.runtime.boxes import FollowConfig
+    from tardis_edge.runtime.boxes import box_from_prediction as runtime_box
+
+    follow = FollowConfig(min_score=cfg.box_min_score, padding=cfg.padding, min_size=cfg.box_min_size)
+    return runtime_box(keypoints, scores, fallback, input_wh, follow)
 
 
 @torch.no_grad()
