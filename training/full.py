@@ -27,6 +27,7 @@ import torch
 
 from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
+from tardis_edge.splits import Split, SplitConfig, SplitError, resolve_split
 from training.common import (
     Dist,
     barrier,
@@ -43,7 +44,7 @@ from training.common import (
 from training.config import load_config, save_config, to_dict
 from training.distill import DistillConfig, run_distill
 from training.extract import run_extract
-from training.keypoints import KeypointsConfig, evaluate_model, run_keypoints
+from training.keypoints import KeypointsConfig, evaluate_model, final_checkpoint_name, run_keypoints
 
 LOG = logging.getLogger("tardis")
 
@@ -59,8 +60,7 @@ class DataConfig:
     videos: list[str] = field(default_factory=list)  # unlabelled videos for stage 1 (default: the project's videos/)
     frames_per_video: int = 200
     use_project_videos: bool = True  # DeepLabCut: also take videos/* of the project as unlabelled input
-    split: str = "auto"  # auto | openfield | fraction
-    train_fraction: float = 0.8  # for split=fraction (and auto on non-openfield data): first part trains
+    split: SplitConfig = field(default_factory=SplitConfig)  # train / val / test, resolved once into split.json
     input_size: int = 256
     heatmap_size: int = 64
     builtin_labelled: int = 120  # size of the built-in procedural dataset (used when path is None)
@@ -73,6 +73,7 @@ class FullConfig:
 
     out: str = "runs/default"  # the run folder (named "out", not "run": torchrun would read --run as its --run-path)
     device: str = "auto"
+    seed: int = 0  # model initialisation (each stage seeds torch before building its model); data order: per stage
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 avoids OpenMP spinning on a busy machine
     teacher: str | None = None  # a DINOv2 checkpoint (.pth); None = random teacher (clearly labelled)
     random_teacher: str = "vits14"  # architecture of the random teacher when no checkpoint is given
@@ -103,10 +104,13 @@ def builtin_default(cfg: FullConfig) -> FullConfig:
 
 
 # ------------------------------------------------------------------ stages as plain functions
-def load_data(cfg: FullConfig, run_dir: Path):
-    """Labelled dataset (train/test) and the unlabelled frames for stage 1."""
+def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
+    """Labelled dataset, its train / val / test parts, and the unlabelled frames for stage 1.
+
+    The split is resolved once per run and written to ``split.json``; a rerun that would split differently (other
+    data, other split options) is refused rather than silently training or evaluating on other frames.
+    """
     from tardis_edge.data import load_dataset
-    from tardis_edge.data.dataset import openfield_split, split_by_index
     from tardis_edge.data.video import sample_video_frames
 
     if cfg.data.path is None:
@@ -121,17 +125,18 @@ def load_data(cfg: FullConfig, run_dir: Path):
         data_path = Path(cfg.data.path)
     dataset = load_dataset(data_path)
     LOG.info("%s", dataset.summary)
-    split = cfg.data.split
-    if split == "auto":
-        split = "openfield" if "openfield" in str(data_path) else "fraction"
-    if split == "openfield":
-        train, test = openfield_split(dataset)
-    elif split == "fraction" and cfg.data.path is None:
-        train, test = split_by_index(dataset, project.num_train)
-    elif split == "fraction":
-        train, test = split_by_index(dataset, max(1, int(round(len(dataset) * cfg.data.train_fraction))))
-    else:
-        raise ValueError(f"unknown data.split {split!r}; use auto, openfield or fraction")
+    split = resolve_split(dataset, cfg.data.split)
+    split_path = run_dir / "split.json"
+    if split_path.exists():
+        earlier = Split.read(split_path)
+        if (earlier.train, earlier.val, earlier.test) != (split.train, split.val, split.test):
+            raise SplitError(
+                f"{split_path}: this run was split differently ({earlier.sizes()}, {earlier.describe}); now "
+                f"{split.sizes()} ({split.describe}). Use a new --out folder for other data or split options"
+            )
+    elif write:
+        split.write(split_path)
+    train, val, test = split.apply(dataset)
     videos = [Path(v) for v in cfg.data.videos]
     if cfg.data.use_project_videos and Path(data_path).is_dir() and (Path(data_path) / "videos").is_dir():
         videos += sorted(
@@ -141,13 +146,15 @@ def load_data(cfg: FullConfig, run_dir: Path):
     for v in videos:
         unlabelled += sample_video_frames(v, cfg.data.frames_per_video, num_keypoints=dataset.schema.num_keypoints)
     LOG.info(
-        "split: %d train / %d test labelled samples; %d unlabelled frames from %d videos",
+        "split (%s): %d train / %d val / %d test labelled samples; %d unlabelled frames from %d videos",
+        split.describe,
         len(train),
+        len(val),
         len(test),
         len(unlabelled),
         len(videos),
     )
-    return dataset, train, test, unlabelled
+    return dataset, split, train, val, test, unlabelled
 
 
 def stage_extract(cfg: FullConfig, run_dir: Path, samples: list) -> FeatureCache:
@@ -174,16 +181,18 @@ def model_config(cfg: FullConfig, stage: str, **changes) -> ModelConfig:
 
 def stage_distill(cfg: FullConfig, run_dir: Path, samples: list, cache, device: torch.device, d: Dist):
     mcfg = model_config(cfg, "distill", teacher_channels=cache.channels)
+    torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     wh = (cfg.data.input_size, cfg.data.input_size)
     hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
     return run_distill(model, samples, cache, cfg.distill, run_dir, wh, hm, device, d, mcfg.to_dict())
 
 
-def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device: torch.device, d: Dist):
+def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, val, device: torch.device, d: Dist):
     from tardis_edge.data.dataset import few_shot
 
     mcfg = model_config(cfg, "keypoints", num_keypoints=dataset.schema.num_keypoints)
+    torch.manual_seed(cfg.seed + 1)
     model = build_model(mcfg)
     if not cfg.skip_distill:
         state = load_checkpoint(run_dir / "distill_final.pt")["model"]
@@ -211,7 +220,7 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device
     return run_keypoints(
         model,
         train_samples,
-        list(test.samples),
+        [s for s in val.samples if s.labelled],  # validation only: the test part is never seen here
         dataset.schema,
         cfg.keypoints,
         run_dir,
@@ -223,28 +232,36 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, test, device
     )
 
 
-def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.device) -> dict:
-    """Best checkpoint on the test split: metrics JSON, overlay PNGs of a few frames."""
+def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, device: torch.device) -> dict:
+    """The final model on the test part (the only place the test part is read): metrics JSON, overlays, model.pt.
+
+    Which checkpoint is final: ``keypoints.final_checkpoint`` (``auto``: the best on the validation part when
+    there is one, else the last).
+    """
     from training.overlays import draw_overlays
 
-    if cfg.keypoints.final_checkpoint not in ("best", "last"):
-        raise ValueError(f"keypoints.final_checkpoint must be best or last, got {cfg.keypoints.final_checkpoint!r}")
-    state = load_checkpoint(run_dir / f"keypoints_{cfg.keypoints.final_checkpoint}.pt")
-    LOG.info("evaluate: the %s stage-2 checkpoint", cfg.keypoints.final_checkpoint)
+    name = final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))
+    state = load_checkpoint(run_dir / f"keypoints_{name}.pt")
+    LOG.info("evaluate: the %s stage-2 checkpoint", name)
     mcfg = ModelConfig.from_dict(state["model_config"])
     model = build_model(mcfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     wh = (cfg.data.input_size, cfg.data.input_size)
-    metrics, kps, scores = evaluate_model(model, list(test.samples), dataset.schema, wh, cfg.keypoints.predict, device)
-    write_json(run_dir / "metrics_test.json", metrics)
-    np.savez(
-        run_dir / "predictions_test.npz",
-        keypoints=kps,
-        scores=scores,
-        sample_ids=np.array([s.sample_id for s in test.samples]),
-    )
-    draw_overlays(list(test.samples)[:6], kps[:6], scores[:6], dataset.schema, run_dir / "overlays_test.png")
+    test_samples = [s for s in test.samples if s.labelled]
+    if test_samples:
+        metrics, kps, scores = evaluate_model(model, test_samples, dataset.schema, wh, cfg.keypoints.predict, device)
+        write_json(run_dir / "metrics_test.json", metrics)
+        np.savez(
+            run_dir / "predictions_test.npz",
+            keypoints=kps,
+            scores=scores,
+            sample_ids=np.array([s.sample_id for s in test_samples]),
+        )
+        draw_overlays(test_samples[:6], kps[:6], scores[:6], dataset.schema, run_dir / "overlays_test.png")
+    else:
+        metrics = {}
+        LOG.warning("evaluate: the test part has no labelled sample (%s); no test metrics", split.describe)
     # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
     save_checkpoint(
         run_dir / "model.pt",
@@ -260,6 +277,7 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, test, device: torch.
         heatmap_size=cfg.data.heatmap_size,
         predict=to_dict(cfg.keypoints.predict),
         versions=versions(),
+        split=split.to_dict(),
     )
     return metrics
 
@@ -315,7 +333,8 @@ def run(cfg: FullConfig) -> int:
             cfg.random_teacher,
             cfg.random_teacher_depth,
         )
-    dataset, train, test, unlabelled = load_data(cfg, run_dir)
+    dataset, split, train, val, test, unlabelled = load_data(cfg, run_dir, write=d.is_main)
+    final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))  # refuse a bad choice up front
     timings = {}
     wanted = set(cfg.stages)
     if not cfg.skip_distill and wanted & {"extract", "distill"}:
@@ -339,11 +358,11 @@ def run(cfg: FullConfig) -> int:
         if stage_is_done(run_dir, "keypoints"):
             LOG.info("stage 2 already finished: %s", read_stage_summary(run_dir, "keypoints"))
         else:
-            stage_keypoints(cfg, run_dir, dataset, train, test, device, d)
+            stage_keypoints(cfg, run_dir, dataset, train, val, device, d)
         timings["keypoints_s"] = time.time() - t
     if not d.is_main or "evaluate" not in wanted:
         return 0
-    metrics = stage_evaluate(cfg, run_dir, dataset, test, device)
+    metrics = stage_evaluate(cfg, run_dir, dataset, split, test, device)
     timings["total_s"] = time.time() - t0
     summary = {
         "run": str(run_dir),
@@ -351,6 +370,7 @@ def run(cfg: FullConfig) -> int:
         "teacher": cfg.teacher or f"RANDOM {cfg.random_teacher} depth {cfg.random_teacher_depth} (not DINOv2 weights)",
         "stage1": "skipped" if cfg.skip_distill else "distilled",
         "backbone": cfg.model.backbone,
+        "split": {**split.sizes(), "describe": split.describe},
         "test_samples": len(test),
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict)},
         "timings": timings,

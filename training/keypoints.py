@@ -56,9 +56,10 @@ class KeypointsConfig:
     integral_loss_weight: float = 0.0  # > 0 adds L1 on soft-argmax keypoints (input pixels / stride)
     softargmax_beta: float = 20.0
     whole_frame_prob: float = 0.25  # share of crops taken on the whole frame, as pass 1 of inference sees it
-    eval_every: int = 5
+    eval_every: int = 5  # epochs between evaluations on the validation part (none without a validation part)
     best_metric: str = "rmse_px"  # lower is better for *_px / rmse, higher for AP / PCK
-    final_checkpoint: str = "best"  # best (by best_metric on the held-out split) or last: what evaluate/export use
+    final_checkpoint: str = "auto"  # auto | best | last: best = by best_metric on the validation part (never test);
+    # auto = best when the split has a validation part, else last. What evaluate and export use.
     checkpoint_every_steps: int = 50
     num_workers: int = 0
     seed: int = 0
@@ -144,6 +145,20 @@ def check_replicas_in_sync(model: torch.nn.Module, d: Dist) -> None:
     if not torch.allclose(lo, hi, rtol=0, atol=1e-9 * max(1.0, abs(float(hi)))):
         raise RuntimeError(f"DDP replicas diverged: parameter checksums range {float(lo):.9g}..{float(hi):.9g}")
     LOG.info("DDP: %d replicas in sync (parameter checksum %.9g)", d.world_size, float(hi))
+
+
+def final_checkpoint_name(final_checkpoint: str, has_val: bool) -> str:
+    """``best`` or ``last``: which stage-2 checkpoint is the run's model (see ``KeypointsConfig.final_checkpoint``)."""
+    if final_checkpoint not in ("auto", "best", "last"):
+        raise ValueError(f"--keypoints.final_checkpoint={final_checkpoint!r} is unknown; use auto, best or last")
+    if final_checkpoint == "best" and not has_val:
+        raise ValueError(
+            "--keypoints.final_checkpoint=best needs a validation part to choose on (the test part is never used for "
+            "that); set --data.split.val_fraction (or data.split.val), or use final_checkpoint=last"
+        )
+    if final_checkpoint == "auto":
+        return "best" if has_val else "last"
+    return final_checkpoint
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -285,8 +300,6 @@ def run_keypoints(
             break
     if d.enabled:
         check_replicas_in_sync(model, d)
-    if d.is_main and not best_path.exists():  # no validation split: the last model is the one we keep
-        save_checkpoint(best_path, model=model.state_dict(), model_config=model_config, epoch=cfg.epochs, metrics={})
     summary = {
         "best_" + cfg.best_metric: best_value,
         "epochs": len(history.rows),
@@ -294,7 +307,7 @@ def run_keypoints(
         "train_samples": len(train_samples),
         "val_samples": len(val_samples),
         "seconds": time.time() - t0,
-        "best_checkpoint": str(best_path),
+        "best_checkpoint": str(best_path) if val_samples else None,
     }
     if d.is_main:
         write_json(run_dir / "keypoints_history.json", history.rows)
