@@ -88,7 +88,7 @@ def export_versions(source: Any) -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    from training.common import versions
+    from tardis_edge.provenance import versions
 
     out = dict(versions())
     out["onnx"] = onnx.__version__

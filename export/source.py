@@ -123,7 +123,7 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
     """
     import torch
 
-    from training.config import from_dict
+    from tardis_edge.config import from_dict
     from training.predict import PredictConfig
 
     ckpt_path, run_dir = resolve_checkpoint(run_or_checkpoint)

@@ -36,9 +36,9 @@ from export.verify import (
 )
 from tardis_edge.artifact import ONNX_METADATA_KEY, ONNX_MODEL_KEY, ArtifactMetadata
 from tardis_edge.codec import encode_gaussian_targets
+from tardis_edge.config import to_dict
 from tardis_edge.data import load_dataset, openfield_split, read_sample_image
 from tardis_edge.models import ModelConfig, build_model
-from training.config import to_dict
 from training.predict import PredictConfig, predict_frames
 
 INPUT = 64
@@ -357,7 +357,7 @@ def test_cli_refuses_bad_arguments(run_dir, argv, message, capsys):
 
 
 def test_checkpoint_with_an_unconverted_torch_version_loads(run_dir, tmp_path):
-    """training.common.versions() stores torch.__version__ (a TorchVersion): allowlisted for weights_only loading."""
+    """Older runs stored torch.__version__ (a TorchVersion) in versions: allowlisted for weights_only loading."""
     checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
     torch.save(dict(checkpoint, versions={"torch": torch.__version__}), tmp_path / "model.pt")
     assert load_source(tmp_path / "model.pt").versions["torch"] == str(torch.__version__)

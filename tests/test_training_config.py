@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.config import from_dict, load_config, parse_overrides, to_dict
+from tardis_edge.config import from_dict, load_config, parse_overrides, to_dict
 from training.distill import DistillConfig
 from training.keypoints import KeypointsConfig
 

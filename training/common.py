@@ -1,14 +1,11 @@
-"""What every training stage shares: the run folder, logging, checkpoints (atomic, resumable), curves,
-versions/git SHA, and torchrun/DDP plumbing (rank-0 I/O)."""
+"""What every training stage shares: the run folder, logging, checkpoints (atomic, resumable), curves, and
+torchrun/DDP plumbing (rank-0 I/O). Versions and the git SHA are ``tardis_edge.provenance``'s."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,44 +69,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-# ---------------------------------------------------------------- run folder, logging, provenance
-def git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        sha = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
-        return sha + ("-dirty" if dirty.stdout.strip() else "") if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str]:
-    import numpy
-
-    import tardis_edge
-
-    out = {
-        "tardis_edge": tardis_edge.__version__,
-        "python": sys.version.split()[0],
-        "torch": str(torch.__version__),
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "git_sha": git_sha(),
-    }
-    try:
-        import cv2
-
-        out["opencv"] = cv2.__version__
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
-        out["cuda"] = str(torch.version.cuda)
-        out["gpu"] = torch.cuda.get_device_name(0)
-    return out
-
-
+# ---------------------------------------------------------------- run folder, logging
 def setup_logging(run_dir: Path, d: Dist | None = None) -> None:
     """Log to stderr and to ``run_dir/log.txt`` (rank 0 only writes the file)."""
     root = logging.getLogger("tardis")

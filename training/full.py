@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tardis_edge.config import load_config, save_config, to_dict
 from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
+from tardis_edge.provenance import versions
 from tardis_edge.splits import Split, SplitConfig, SplitError, resolve_split
 from training.common import (
     Dist,
@@ -38,10 +40,8 @@ from training.common import (
     save_checkpoint,
     setup_logging,
     stage_is_done,
-    versions,
     write_json,
 )
-from training.config import load_config, save_config, to_dict
 from training.distill import DistillConfig, run_distill
 from training.extract import run_extract
 from training.keypoints import KeypointsConfig, evaluate_model, final_checkpoint_name, run_keypoints
@@ -302,7 +302,7 @@ def main(
     if defaults_for_demo:
         cfg = load_config(FullConfig, None, None)
         cfg = builtin_default(cfg)
-        from training.config import from_dict, merge, parse_overrides
+        from tardis_edge.config import from_dict, merge, parse_overrides
 
         cfg = from_dict(FullConfig, merge(to_dict(cfg), parse_overrides(overrides)))
     if stages is not None:

@@ -1,0 +1,87 @@
+"""Provenance: the versions, git SHA and machine state saved beside every checkpoint, artifact and benchmark result.
+
+No torch import at module level: ``versions()`` reports torch only when asked to (the edge runtime has none).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tardis_edge.machine import cpu_name
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_sha() -> str:
+    """``HEAD``'s SHA of the source tree, ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
+        return sha + ("-dirty" if dirty.stdout.strip() else "") if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions(torch: bool = True) -> dict[str, str]:
+    """Versions of this environment (package, Python, numpy, OpenCV, platform) and the git SHA.
+
+    Args:
+        torch: also torch's version and, when CUDA is available, CUDA's and the GPU's name (imports torch).
+    """
+    import numpy
+
+    import tardis_edge
+
+    out = {
+        "tardis_edge": tardis_edge.__version__,
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "git_sha": git_sha(),
+    }
+    try:
+        import cv2
+
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    if torch:
+        import torch as torch_module
+
+        out["torch"] = str(torch_module.__version__)  # a TorchVersion: str() keeps the checkpoint weights_only-safe
+        if torch_module.cuda.is_available():
+            out["cuda"] = str(torch_module.version.cuda)
+            out["gpu"] = torch_module.cuda.get_device_name(0)
+    return out
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): how busy the machine was."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def measurement(command: Sequence[str] | str, torch: bool = False) -> dict[str, Any]:
+    """What every file in ``benchmarks/results/`` records about how it was made.
+
+    Args:
+        command: the command line that produced the result (``sys.argv`` of the script, or a string).
+        torch: include torch's version (imports torch).
+    """
+    return {
+        "command": command if isinstance(command, str) else " ".join(command),
+        "git_sha": git_sha(),
+        "machine": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_average_1_5_15min": load_average(),
+        "versions": versions(torch=torch),
+    }
