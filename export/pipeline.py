@@ -210,6 +210,10 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         check_graph(graph, entries[key]["file"])
         paths[key] = save_graph(graph, out / entries[key]["file"])
         LOG.info("wrote %s", paths[key])
+    if source.split is not None:  # the run's train/val/test sample ids: `tardis-edge eval --split test` reads them
+        from tardis_edge.splits import SPLIT_FILE, Split
+
+        Split.from_dict(source.split, str(source.checkpoint)).write(out / SPLIT_FILE)
     atomic_write_text(out / METADATA_FILE, metadata_json + "\n")  # last: its presence means a complete artifact
 
     _tensorrt(source, options, {k: p for k, p in paths.items() if k != "fp32_heatmaps"}, graphs)

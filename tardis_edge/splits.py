@@ -38,6 +38,7 @@ from tardis_edge.data.dataset import PoseDataset, image_key
 METHODS = ("fraction", "names", "ranges", "folders", "file")
 PARTS = ("train", "val", "test")
 SPLIT_FORMAT = "tardis-edge split v1"
+SPLIT_FILE = "split.json"  # in a run folder and in an exported artifact folder
 
 
 class SplitError(ValueError):
@@ -66,8 +67,13 @@ class Split:
     describe: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SPLIT_FORMAT, "describe": self.describe, "train": self.train, "val": self.val,
-                "test": self.test}  # fmt: skip
+        return {
+            "format": SPLIT_FORMAT,
+            "describe": self.describe,
+            "train": self.train,
+            "val": self.val,
+            "test": self.test,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "split") -> Split:
@@ -157,8 +163,14 @@ def _folders_of(sample_id: str) -> tuple[str, ...]:
     return (parent, path.parent.name, path.name) if parent not in ("", ".") else (path.name,)
 
 
-def _select(dataset: PoseDataset, images: list[str], members: dict[str, list[str]], method: str,
-            patterns: Sequence[str], option: str) -> set[str]:  # fmt: skip
+def _select(
+    dataset: PoseDataset,
+    images: list[str],
+    members: dict[str, list[str]],
+    method: str,
+    patterns: Sequence[str],
+    option: str,
+) -> set[str]:
     """Image keys chosen by ``patterns`` under ``method``; a pattern that matches nothing is an error."""
     chosen: set[str] = set()
     for pattern in patterns:
@@ -213,8 +225,11 @@ def resolve_split(dataset: PoseDataset, cfg: SplitConfig) -> Split:
         return split
 
     if cfg.method == "fraction":
-        if not (0 < cfg.train_fraction <= 1 and 0 <= cfg.val_fraction < 1 and cfg.train_fraction + cfg.val_fraction
-                <= 1 + 1e-9):  # fmt: skip
+        if not (
+            0 < cfg.train_fraction <= 1
+            and 0 <= cfg.val_fraction < 1
+            and cfg.train_fraction + cfg.val_fraction <= 1 + 1e-9
+        ):
             raise SplitError(
                 f"--data.split.train_fraction={cfg.train_fraction} and val_fraction={cfg.val_fraction} must be in "
                 "(0, 1] and [0, 1) and add up to at most 1"
@@ -267,11 +282,14 @@ def _check_complete(dataset: PoseDataset, split: Split, option: str) -> None:
     known = set(dataset.sample_ids)
     unknown = [sid for sid in seen if sid not in known]
     if unknown:
-        raise SplitError(f"{option}: {len(unknown)} sample id(s) are not in {dataset.summary.source} "
-                         f"(first: {unknown[0]!r})")  # fmt: skip
+        raise SplitError(
+            f"{option}: {len(unknown)} sample id(s) are not in {dataset.summary.source} (first: {unknown[0]!r})"
+        )
     absent = [sid for sid in dataset.sample_ids if sid not in seen]
     if absent:
-        raise SplitError(f"{option}: {len(absent)} sample(s) of {dataset.summary.source} are in no part "
-                         f"(first: {absent[0]!r}); list every sample in train, val or test")  # fmt: skip
+        raise SplitError(
+            f"{option}: {len(absent)} sample(s) of {dataset.summary.source} are in no part "
+            f"(first: {absent[0]!r}); list every sample in train, val or test"
+        )
     if not split.train:
         raise SplitError(f"{option}: the train part is empty")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tardis_edge.data import synthetic
+from tardis_edge.data import split_by_index, synthetic
 from tardis_edge.data.dlc import load_dlc_project
 from tardis_edge.data.synthetic import (
     BODYPARTS,
@@ -232,5 +232,5 @@ def test_project_loads_with_the_dlc_loader(project):
     for sample, expected in zip(dataset.samples, labels, strict=True):
         np.testing.assert_array_equal(sample.keypoints_xy, expected.astype(np.float32))
         np.testing.assert_array_equal(sample.visible, np.where(np.isnan(expected[:, 0]), 0.0, 2.0))
-    train, test = dataset.split_by_index(project.num_train)
+    train, test = split_by_index(dataset, project.num_train)
     assert tuple(train.sample_ids) == project.train_images and tuple(test.sample_ids) == project.test_images

@@ -141,53 +141,13 @@ class PoseDataset:
         """The samples with at least one labelled keypoint."""
         return self.subset([i for i, s in enumerate(self.samples) if s.labelled], "labelled")
 
-    def split_by_index(self, n_train: int) -> tuple[PoseDataset, PoseDataset]:
-        """``(first n_train samples, the rest)`` in file order."""
-        return split_by_index(self, n_train)
-
-    def split_by_ids(self, test_ids: Sequence[str]) -> tuple[PoseDataset, PoseDataset]:
-        """``(samples not in test_ids, samples in test_ids)``; every id must exist."""
-        known = set(self.sample_ids)
-        missing = [t for t in test_ids if t not in known]
-        if missing:
-            raise KeyError(f"test ids {missing[:5]} are not sample ids of {self.summary.source}")
-        test = set(test_ids)
-        train_idx = [i for i, s in enumerate(self.samples) if s.sample_id not in test]
-        test_idx = [i for i, s in enumerate(self.samples) if s.sample_id in test]
-        return self.subset(train_idx, "train"), self.subset(test_idx, "test")
-
 
 def split_by_index(dataset: PoseDataset, n_train: int) -> tuple[PoseDataset, PoseDataset]:
-    """Split into the first ``n_train`` samples (train) and the remaining ones (test), in file order."""
+    """The first ``n_train`` samples and the rest, in file order (for tests on small subsets; runs split with
+    ``tardis_edge.splits``)."""
     if not 0 < n_train < len(dataset):
         raise ValueError(f"n_train={n_train} must be between 1 and {len(dataset) - 1} for {len(dataset)} samples")
     return dataset.subset(range(n_train), "train"), dataset.subset(range(n_train, len(dataset)), "test")
-
-
-OPENFIELD_TRAIN_FRAMES = 95  # img0000–img0094 train, img0095–img0115 test (../shared/README.md)
-OPENFIELD_FRAMES = 116
-
-
-def openfield_split(dataset: PoseDataset) -> tuple[PoseDataset, PoseDataset]:
-    """The fixed split of the openfield project that every accuracy figure uses: img0000–img0094 train (95),
-    img0095–img0115 test (21).
-
-    The split is by frame name, not position, and refuses a dataset whose frames are not exactly
-    ``img0000.png`` … ``img0115.png`` (so a reordered or partial load cannot shift the split silently).
-    """
-    frames = [Path(s.sample_id).stem for s in dataset.samples]
-    expected = [f"img{i:04d}" for i in range(OPENFIELD_FRAMES)]
-    if sorted(frames) != expected:
-        extra = sorted(set(frames) - set(expected))[:3]
-        absent = sorted(set(expected) - set(frames))[:3]
-        raise ValueError(
-            f"{dataset.summary.source} is not the openfield project: expected frames img0000..img0115 "
-            f"({OPENFIELD_FRAMES}), got {len(frames)} (unexpected {extra}, missing {absent}); "
-            "use split_by_index for other projects"
-        )
-    train = [i for i, f in enumerate(frames) if int(f[3:]) < OPENFIELD_TRAIN_FRAMES]
-    test = [i for i, f in enumerate(frames) if int(f[3:]) >= OPENFIELD_TRAIN_FRAMES]
-    return dataset.subset(train, "train"), dataset.subset(test, "test")
 
 
 def few_shot(dataset: PoseDataset, n_per_category: int, seed: int) -> PoseDataset:

@@ -3,7 +3,7 @@ score it on a labelled set (``eval``). No torch is imported (unless ``--backend 
 
     tardis-edge predict ARTIFACT clip.mp4 frames/ --out results/ --overlay
     tardis-edge bench ARTIFACT --batch-sizes 1,8 --out bench.json
-    tardis-edge eval ARTIFACT --data ../shared/data/openfield-Pranav-2018-10-30 --split openfield
+    tardis-edge eval ARTIFACT --data ../shared/data/openfield-Pranav-2018-10-30 --split test
 """
 
 from __future__ import annotations
@@ -349,22 +349,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- eval
-def select_split(dataset, split: str):
-    """The evaluation subset: ``openfield`` (the project's fixed test frames), ``all``, or a trailing fraction."""
-    from tardis_edge.data import openfield_split, split_by_index
+def select_split(dataset, split: str, artifact: Path):
+    """The evaluation subset: a part (``test``, ``val``, ``train``) of the split training recorded (the artifact's
+    ``split.json``, or a split file given as a path), or ``all``."""
+    from tardis_edge.splits import PARTS, SPLIT_FILE, Split
 
-    if split == "openfield":
-        return openfield_split(dataset)[1]
     if split == "all":
         return dataset
-    try:
-        fraction = float(split)
-    except ValueError:
-        raise ValueError(f"--split must be openfield, all or a test fraction in (0, 1); got {split!r}") from None
-    if not 0 < fraction < 1:
-        raise ValueError(f"--split fraction must be in (0, 1), got {fraction}")
-    n_test = max(1, round(len(dataset) * fraction))
-    return split_by_index(dataset, len(dataset) - n_test)[1]
+    if split in PARTS:
+        path = Path(artifact) / SPLIT_FILE
+        if not path.is_file():
+            raise ValueError(
+                f"--split {split}: {artifact} has no {SPLIT_FILE} (exported before splits were recorded, or from a "
+                "bare checkpoint); pass --split all, or a split file and a part: --split PATH/TO/split.json:test"
+            )
+        part = split
+    else:
+        file, _, part = split.rpartition(":")
+        if not file or part not in PARTS:
+            raise ValueError(
+                f"--split must be test, val, train, all or SPLIT_FILE:PART (PART one of test/val/train); got {split!r}"
+            )
+        path = Path(file)
+    parts = dict(zip(PARTS, Split.read(path).apply(dataset), strict=True))
+    return parts[part]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -372,7 +380,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tardis_edge.metrics import evaluate_predictions
 
     dataset = load_dataset(args.data)
-    test = select_split(dataset, args.split).labelled_only()
+    test = select_split(dataset, args.split, args.artifact).labelled_only()
     if len(test) == 0:
         raise ValueError(f"split {args.split!r} of {args.data} has no labelled samples to evaluate")
     with _open(args) as runner:
@@ -456,7 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy (RMSE, PCK, OKS AP) of the artifact on a labelled set")
     _add_runner_options(p)
     p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO keypoints JSON")
-    p.add_argument("--split", default="all", help="openfield | all | a test fraction such as 0.2 (default all)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="test | val | train (parts of the split training recorded, the artifact's split.json) | all | "
+        "SPLIT_FILE:PART (default test)",
+    )
     p.add_argument("--gt-boxes", action="store_true", help="crop the labelled boxes (COCO) instead of detector-free")
     p.add_argument("--out", help="metrics JSON path")
     p.set_defaults(func=cmd_eval)

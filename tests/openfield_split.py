@@ -1,0 +1,28 @@
+"""The openfield fixed split for tests, read from benchmarks/configs/openfield.yaml (its one definition):
+img0000-img0094 train (95), img0095-img0115 test (21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tardis_edge.config import from_dict
+from tardis_edge.splits import Split, SplitConfig, resolve_split
+
+CONFIG = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "openfield.yaml"
+
+
+def openfield_split_config() -> SplitConfig:
+    return from_dict(SplitConfig, yaml.safe_load(CONFIG.read_text())["data"]["split"])
+
+
+def openfield_split_of(dataset) -> Split:
+    return resolve_split(dataset, openfield_split_config())
+
+
+def openfield_split(dataset):
+    """``(train, test)`` subsets of the openfield project (the split has no validation part)."""
+    train, val, test = openfield_split_of(dataset).apply(dataset)
+    assert len(val) == 0
+    return train, test
