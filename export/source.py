@@ -1,22 +1,18 @@
 """Export stage: read what is exported — a run folder of ``python -m training.full`` or its ``model.pt``.
 
-The checkpoint (``training.full.stage_evaluate``) holds ``model`` (state dict), ``model_config`` (a
-``ModelConfig`` dict), ``schema`` ({names, skeleton, flip_pairs, sigmas}), ``input_size``, ``heatmap_size``,
-``predict`` (a ``PredictConfig`` dict) and ``versions``. A run folder adds ``config.yaml``, whose ``data``
-section says where the labelled data and its split are (verification and calibration use them).
+The checkpoint is a ``tardis_edge.checkpoint.DeployCheckpoint`` (weights, model config, keypoint schema, sizes,
+predict settings, versions). A run folder adds ``config.yaml``, whose ``data`` section says where the labelled data
+is (verification and calibration use them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tardis_edge.checkpoint import DeployCheckpoint, checkpoint_file
 from tardis_edge.data.sample import KeypointSchema
-
-CHECKPOINT_NAME = "model.pt"
-CHECKPOINT_KEYS = ("model", "model_config", "schema", "input_size", "heatmap_size", "predict")
 
 
 @dataclass
@@ -51,69 +47,6 @@ class ExportSource:
         return heatmap_stride(self.input_wh, self.heatmap_wh)
 
 
-def resolve_checkpoint(run_or_checkpoint: str | Path) -> tuple[Path, Path | None]:
-    """``(checkpoint file, run folder or None)`` for a run folder or a checkpoint path, with clear errors."""
-    p = Path(run_or_checkpoint)
-    if not p.exists():
-        raise FileNotFoundError(
-            f"{p} does not exist: pass a run folder written by `python -m training.full` (it holds {CHECKPOINT_NAME}) "
-            "or a checkpoint file"
-        )
-    if p.is_file():
-        return p, (p.parent if (p.parent / "config.yaml").is_file() else None)
-    ckpt = p / CHECKPOINT_NAME
-    if not ckpt.is_file():
-        found = sorted(q.name for q in p.glob("*.pt"))
-        hint = (
-            f" (found {', '.join(found)}: the run has not reached its evaluate stage; run training.full again to "
-            "finish it)"
-            if found
-            else ""
-        )
-        raise FileNotFoundError(f"run folder {p} has no {CHECKPOINT_NAME}{hint}")
-    return ckpt, p
-
-
-def _pair(value: Any, name: str, source: str) -> tuple[int, int]:
-    """An int or a (W, H) pair -> ``(W, H)``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{source}: {name} must be an int or a [width, height] pair, got {value!r}")
-
-
-def _schema(data: Any, source: str) -> KeypointSchema:
-    if not isinstance(data, Mapping) or not data.get("names"):
-        raise ValueError(f"{source}: 'schema' must be a mapping with keypoint 'names'; got {data!r}")
-    sigmas = data.get("sigmas")
-    return KeypointSchema(
-        names=tuple(str(n) for n in data["names"]),
-        skeleton=tuple((int(a), int(b)) for a, b in data.get("skeleton") or ()),
-        flip_pairs=tuple((int(a), int(b)) for a, b in data.get("flip_pairs") or ()),
-        sigmas=tuple(float(s) for s in sigmas) if sigmas else None,
-    )
-
-
-def model_from_state(model_config: Mapping[str, Any], state: Mapping[str, Any], source: str) -> Any:
-    """Rebuild the keypoint model (backbone + neck + heatmap head, no stage-1 decoder) and load its weights."""
-    from tardis_edge.models import ModelConfig, build_model
-
-    if "head.final.weight" not in state:
-        raise ValueError(
-            f"{source} has no heatmap head (no 'head.final.weight' in its state dict): it is a stage-1 (distillation) "
-            "checkpoint; export the run's model.pt written after stage 2"
-        )
-    config = dict(model_config)
-    config.update(use_decoder=False, use_head=True)
-    num_keypoints = int(state["head.final.weight"].shape[0])
-    config.setdefault("num_keypoints", num_keypoints)
-    model = build_model(ModelConfig.from_dict(config, source=f"{source} model_config"))
-    weights = {k: v for k, v in state.items() if not k.startswith("decoder.")}
-    model.load_state_dict(weights)
-    return model.eval()
-
-
 def load_source(run_or_checkpoint: str | Path) -> ExportSource:
     """Load the model and its metadata from a run folder or a ``model.pt`` checkpoint file.
 
@@ -121,52 +54,34 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
         FileNotFoundError: the path or the run's ``model.pt`` is missing.
         ValueError / KeyError: the checkpoint lacks an entry or holds an inconsistent one (named in the message).
     """
-    import torch
-
     from tardis_edge.config import from_dict
     from training.predict import PredictConfig
 
-    ckpt_path, run_dir = resolve_checkpoint(run_or_checkpoint)
+    ckpt_path, run_dir = checkpoint_file(run_or_checkpoint)
     source = str(ckpt_path)
-    try:
-        # torch.__version__ is a TorchVersion (a str subclass); checkpoints whose "versions" hold it unconverted
-        # need it allowlisted to load with weights_only=True. Nothing else beyond tensors and containers is allowed.
-        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated/corrupt file or not a checkpoint: say which
-        raise ValueError(f"{source} cannot be read as a torch checkpoint ({exc})") from exc
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{source} holds a {type(ckpt).__name__}, not a checkpoint dict")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
-        raise KeyError(
-            f"{source} lacks {', '.join(missing)}; export needs the deployable checkpoint written by training.full's "
-            f"evaluate stage (keys {', '.join(CHECKPOINT_KEYS)}); found keys {sorted(ckpt)}"
-        )
-    schema = _schema(ckpt["schema"], source)
-    model = model_from_state(ckpt["model_config"], ckpt["model"], source)
+    checkpoint = DeployCheckpoint.load(ckpt_path)
+    schema = checkpoint.schema
+    model = checkpoint.build_model(source)
     if model.config.num_keypoints != schema.num_keypoints:
         raise ValueError(
             f"{source}: the model predicts {model.config.num_keypoints} heatmaps but the schema names "
             f"{schema.num_keypoints} keypoints"
         )
-    input_wh = _pair(ckpt["input_size"], "input_size", source)
-    heatmap_wh = _pair(ckpt["heatmap_size"], "heatmap_size", source)
+    input_wh, heatmap_wh = checkpoint.input_size, checkpoint.heatmap_size
     expected = (input_wh[0] // model.out_stride, input_wh[1] // model.out_stride)
     if heatmap_wh != expected:
         raise ValueError(
             f"{source}: heatmap_size {heatmap_wh} does not match the model's output {expected} for input {input_wh} "
             f"(stride {model.out_stride})"
         )
-    predict = from_dict(PredictConfig, dict(ckpt["predict"]))
+    predict = from_dict(PredictConfig, checkpoint.predict)
     data: dict[str, Any] = {}
     if run_dir is not None:
         import yaml
 
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         data = dict(config.get("data") or {})
-    versions = {str(k): str(v) for k, v in dict(ckpt.get("versions") or {}).items()}
-    return ExportSource(ckpt_path, run_dir, model, schema, input_wh, heatmap_wh, predict, versions, data)
+    return ExportSource(ckpt_path, run_dir, model, schema, input_wh, heatmap_wh, predict, checkpoint.versions, data)
 
 
 def same_path(a: str | Path, b: str | Path) -> bool:

@@ -1,7 +1,8 @@
 """Typed configs: one dataclass per stage, loaded from defaults <- YAML file <- ``--key=value`` overrides.
 
 Unknown keys and values of the wrong type are errors that name the key and the known ones. The resolved
-config is saved in every run folder and travels inside every checkpoint.
+config is saved in every run folder and travels inside every checkpoint. Training builds its stage configs with
+it; export rebuilds them from a checkpoint with ``from_dict``. No torch import.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from export.verify import (
     write_report,
 )
 from tardis_edge.artifact import ONNX_METADATA_KEY, ONNX_MODEL_KEY, ArtifactMetadata
+from tardis_edge.checkpoint import CHECKPOINT_NAME, DeployCheckpoint
 from tardis_edge.codec import encode_gaussian_targets
 from tardis_edge.config import to_dict
 from tardis_edge.data import load_dataset, openfield_split, read_sample_image
@@ -75,21 +76,18 @@ def fit_small_model(openfield_dir: Path):
     return model, dataset.schema
 
 
-def write_run(folder: Path, model, schema, openfield_dir: Path, **extra) -> Path:
+def write_run(folder: Path, model, schema, openfield_dir: Path) -> Path:
     """A run folder as training.full leaves it: model.pt (the deployable checkpoint) and config.yaml."""
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "model": model.state_dict(),
-        "model_config": model.config.to_dict(),
-        "schema": {"names": list(schema.names), "skeleton": [list(e) for e in schema.skeleton],
-                   "flip_pairs": [list(p) for p in schema.flip_pairs], "sigmas": None},
-        "input_size": INPUT,
-        "heatmap_size": INPUT // STRIDE,
-        "predict": to_dict(PredictConfig()),
-        "versions": {"torch": str(torch.__version__)},
-    }  # fmt: skip
-    checkpoint.update(extra)
-    torch.save(checkpoint, folder / "model.pt")
+    DeployCheckpoint(
+        model=model.state_dict(),
+        model_config=model.config.to_dict(),
+        schema=schema,
+        input_size=(INPUT, INPUT),
+        heatmap_size=(INPUT // STRIDE, INPUT // STRIDE),
+        predict=to_dict(PredictConfig()),
+        versions={"torch": str(torch.__version__)},
+    ).save(folder / CHECKPOINT_NAME)
     (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(openfield_dir), "split": "openfield"}}))
     return folder
 
@@ -323,11 +321,10 @@ def test_bad_inputs_give_clear_errors(run_dir, tmp_path, source):
     with pytest.raises(KeyError, match="lacks schema, input_size, heatmap_size, predict"):
         load_source(partial)
     stage1 = tmp_path / "stage1"
-    state = {k: v for k, v in torch.load(run_dir / "model.pt", weights_only=True)["model"].items()
-             if not k.startswith("head.")}  # fmt: skip
-    write_run(stage1, source.model, source.schema, Path(source.data["path"]))
-    checkpoint = torch.load(stage1 / "model.pt", weights_only=True)
-    torch.save(dict(checkpoint, model=state), stage1 / "model.pt")
+    checkpoint = DeployCheckpoint.load(run_dir / CHECKPOINT_NAME)
+    stage1.mkdir()
+    head_less = {k: v for k, v in checkpoint.model.items() if not k.startswith("head.")}
+    replace(checkpoint, model=head_less).save(stage1 / CHECKPOINT_NAME)
     with pytest.raises(ValueError, match="no heatmap head .*stage-1"):
         load_source(stage1)
     with pytest.raises(ValueError, match="opset 13 is not supported.*use --opset 17"):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tardis_edge.checkpoint import CHECKPOINT_NAME, DeployCheckpoint
 from tardis_edge.config import load_config, save_config, to_dict
 from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
@@ -37,7 +38,6 @@ from training.common import (
     load_checkpoint,
     pick_device,
     read_stage_summary,
-    save_checkpoint,
     setup_logging,
     stage_is_done,
     write_json,
@@ -263,22 +263,16 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         metrics = {}
         LOG.warning("evaluate: the test part has no labelled sample (%s); no test metrics", split.describe)
     # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
-    save_checkpoint(
-        run_dir / "model.pt",
+    DeployCheckpoint(
         model=model.state_dict(),
         model_config=mcfg.to_dict(),
-        schema={
-            "names": list(dataset.schema.names),
-            "skeleton": [list(e) for e in dataset.schema.skeleton],
-            "flip_pairs": [list(p) for p in dataset.schema.flip_pairs],
-            "sigmas": list(dataset.schema.sigmas) if dataset.schema.sigmas else None,
-        },
-        input_size=cfg.data.input_size,
-        heatmap_size=cfg.data.heatmap_size,
+        schema=dataset.schema,
+        input_size=wh,
+        heatmap_size=(cfg.data.heatmap_size, cfg.data.heatmap_size),
         predict=to_dict(cfg.keypoints.predict),
         versions=versions(),
         split=split.to_dict(),
-    )
+    ).save(run_dir / CHECKPOINT_NAME)
     return metrics
 
 

@@ -1,13 +1,13 @@
 """PyTorch backend, for parity checks against the exported artifacts: a training run's ``model.pt`` run eagerly.
 
-torch and ``tardis_edge.models`` are imported only when this backend is opened; the rest of the runtime
-never imports them.
+torch, ``tardis_edge.checkpoint`` (the ``model.pt`` reader) and ``tardis_edge.models`` are imported only when this
+backend is opened; the rest of the runtime never imports them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,9 +19,10 @@ from tardis_edge.artifact import (
     OUTPUT_SCORES,
     ArtifactMetadata,
 )
+from tardis_edge.geometry import DEFAULT_PADDING
 
-CHECKPOINT_FILE = "model.pt"
-DEPLOY_KEYS = ("model", "model_config", "schema", "input_size", "heatmap_size")
+if TYPE_CHECKING:
+    from tardis_edge.checkpoint import DeployCheckpoint
 
 
 def _import_torch() -> Any:
@@ -35,48 +36,23 @@ def _import_torch() -> Any:
     return torch
 
 
-def checkpoint_path(path: str | Path) -> Path:
-    """``path`` itself if it is a file, else the run folder's ``model.pt``."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT_FILE
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"{p} not found: the PyTorch backend loads a training run's {CHECKPOINT_FILE} (written by "
-            "python -m training.full); pass the run folder or the file"
-        )
-    return p
-
-
-def metadata_from_checkpoint(checkpoint: dict[str, Any], source: str) -> ArtifactMetadata:
+def metadata_from_checkpoint(checkpoint: DeployCheckpoint) -> ArtifactMetadata:
     """The artifact metadata an export of this checkpoint would carry (schema, sizes, decode)."""
-    missing = [k for k in DEPLOY_KEYS if k not in checkpoint]
-    if missing:
-        raise KeyError(
-            f"{source} lacks {missing}; the PyTorch backend needs a deployable model.pt from python -m training.full "
-            f"(keys {list(DEPLOY_KEYS)}), found {sorted(checkpoint)}"
-        )
-    schema = checkpoint["schema"]
-    predict = checkpoint.get("predict") or {}
-    size = checkpoint["input_size"]
-    hm = checkpoint["heatmap_size"]
-    in_w, in_h = (size, size) if isinstance(size, int) else (size[1], size[0])
-    hm_w, hm_h = (hm, hm) if isinstance(hm, int) else (hm[1], hm[0])
-    config = checkpoint["model_config"]
+    schema, predict = checkpoint.schema, checkpoint.predict
     return ArtifactMetadata(
-        keypoint_names=list(schema["names"]),
-        skeleton=[list(e) for e in schema.get("skeleton") or []],
-        flip_pairs=[list(p) for p in schema.get("flip_pairs") or []],
-        input_width=int(in_w),
-        input_height=int(in_h),
-        heatmap_width=int(hm_w),
-        heatmap_height=int(hm_h),
-        mean=list(config.get("mean", IMAGENET_MEAN)),
-        std=list(config.get("std", IMAGENET_STD)),
-        padding=float(predict.get("padding", 1.25)),
+        keypoint_names=list(schema.names),
+        skeleton=[list(e) for e in schema.skeleton],
+        flip_pairs=[list(p) for p in schema.flip_pairs],
+        input_width=checkpoint.input_size[0],
+        input_height=checkpoint.input_size[1],
+        heatmap_width=checkpoint.heatmap_size[0],
+        heatmap_height=checkpoint.heatmap_size[1],
+        mean=list(checkpoint.model_config.get("mean", IMAGENET_MEAN)),
+        std=list(checkpoint.model_config.get("std", IMAGENET_STD)),
+        padding=float(predict.get("padding", DEFAULT_PADDING)),
         decode_method=str(predict.get("decode", "msra")),
         softargmax_beta=predict.get("softargmax_beta"),
-        versions=dict(checkpoint.get("versions") or {}),
+        versions=dict(checkpoint.versions),
     )
 
 
@@ -92,20 +68,12 @@ class PyTorchBackend:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", decode: str = "graph") -> None:
         torch = _import_torch()
-        from tardis_edge.models import model_from_checkpoint
+        from tardis_edge.checkpoint import DeployCheckpoint, checkpoint_file
 
-        path = checkpoint_path(checkpoint)
-        try:
-            # Runs saved before versions() converted torch.__version__ hold a TorchVersion (a str subclass): allow it.
-            with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, or objects weights_only refuses: say which file and why
-            raise RuntimeError(
-                f"{path} cannot be loaded with torch.load(weights_only=True): {str(e).splitlines()[0]}; a model.pt "
-                "from python -m training.full holds only tensors and plain containers"
-            ) from e
-        self.metadata = metadata_from_checkpoint(state, str(path))
-        self.model: Any = model_from_checkpoint(state).to(device).eval()
+        path, _ = checkpoint_file(checkpoint)
+        deploy = DeployCheckpoint.load(path)
+        self.metadata = metadata_from_checkpoint(deploy)
+        self.model: Any = deploy.build_model(str(path)).to(device)
         self.device = device
         self.decode = decode
         self.output_names: tuple[str, ...] = (
