@@ -1,46 +1,95 @@
-"""Shared test fixtures: where ../shared lives, and the rule that CI must not skip tests needing it."""
+"""Shared test fixtures: where the test data lives, and the rule that CI must not skip tests needing ../shared.
+
+Test data has one layout in two places (README.md, "Test data"):
+    tests/fixtures/   committed: a copy of ../shared/golden and the mmpose fixtures, and 10 frames of the openfield
+                      project with their labels and the video's first 10 frames (tests/fixtures/README.md);
+    ../shared/        the full data, beside the project or at $TARDIS_SHARED_DIR: the whole openfield project (the
+                      fixed 95/21 split, the 2330-frame video) and the flies clip.
+``data_path`` resolves one ``shared/``-relative path: the committed copy unless the test needs the full data.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TARDIS_SHARED", ROOT.parent / "shared"))
-OPENFIELD = SHARED / "data" / "openfield-Pranav-2018-10-30"
-FIXTURES = SHARED / "data" / "mmpose-fixtures"
-GOLDEN = SHARED / "golden"
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED_ENV = "TARDIS_SHARED_DIR"  # the one name, also read by CMakeLists.txt (TARDIS_SHARED was the old Python name)
+if SHARED_ENV not in os.environ and "TARDIS_SHARED" in os.environ:
+    warnings.warn(f"TARDIS_SHARED is deprecated: set {SHARED_ENV} instead", DeprecationWarning, stacklevel=1)
+SHARED = Path(os.environ.get(SHARED_ENV) or os.environ.get("TARDIS_SHARED") or ROOT.parent / "shared")
+OPENFIELD = "data/openfield-Pranav-2018-10-30"
+# tests/fixtures' openfield subset in file order: the first 6 frames (img0000-img0050) train, the last 4 test
+OPENFIELD_SUBSET_TRAIN, OPENFIELD_SUBSET_FRAMES = 6, 10
 
 
-def _need(path: Path) -> Path:
-    """Return ``path`` or skip; with TARDIS_REQUIRE_SHARED=1 (CI) a missing ../shared fails instead."""
+def data_path(relative: str, full: bool = False) -> Path:
+    """``shared/<relative>`` as a test reads it: the committed copy under tests/fixtures/, or with ``full`` (or when
+    there is no copy) ../shared's.
+
+    A missing ../shared path skips the test; with TARDIS_REQUIRE_SHARED=1 (CI) it fails instead.
+    """
+    if not full and (FIXTURES / relative).exists():
+        return FIXTURES / relative
+    path = SHARED / relative
     if path.exists():
         return path
     if os.environ.get("TARDIS_REQUIRE_SHARED") == "1":
         pytest.fail(f"{path} is missing but TARDIS_REQUIRE_SHARED=1: put the shared data at {SHARED}")
-    pytest.skip(f"{path} not found (set TARDIS_SHARED or place ../shared beside the project)")
+    pytest.skip(f"needs the full data: {path} not found (place shared/ beside the project or set {SHARED_ENV})")
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    return _need(SHARED)
+    """The full ../shared folder."""
+    return data_path(".", full=True)
 
 
 @pytest.fixture(scope="session")
 def openfield_dir() -> Path:
-    return _need(OPENFIELD)
+    """The whole openfield project (116 labelled frames, the fixed 95/21 split, the 2330-frame video)."""
+    return data_path(OPENFIELD, full=True)
+
+
+@pytest.fixture(scope="session")
+def openfield_subset_dir() -> Path:
+    """The committed openfield subset: frames img0000-0003, 0025, 0050, 0095, 0100, 0105, 0115 and their labels
+    (CSV and H5), and videos/m3v1mp4.mp4 cut to 10 frames."""
+    return data_path(OPENFIELD)
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    return _need(FIXTURES)
+    """mmpose's COCO-format fixtures (AP-10K, Animal-Pose)."""
+    return data_path("data/mmpose-fixtures")
 
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    return _need(GOLDEN)
+    """The reference vectors (golden.json, heatmap_codec.npz, dinov2_vit_tiny.*)."""
+    return data_path("golden")
+
+
+_DESELECTED: list[dict] = []
+
+
+def pytest_deselected(items):
+    for item in items:
+        markers = [m for m in ("slow", "gpu", "trt") if item.get_closest_marker(m)]
+        _DESELECTED.append({"test": item.nodeid, "markers": markers})
+
+
+def pytest_sessionfinish(session):
+    """Under ``make test`` (TARDIS_REPORT_DIR set): the tests the default markers left out, for test_summary.py."""
+    report = os.environ.get("TARDIS_REPORT_DIR")
+    if report:
+        Path(report).mkdir(parents=True, exist_ok=True)
+        (Path(report) / "pytest-deselected.json").write_text(json.dumps(_DESELECTED, indent=1))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_cpp_library_builds_and_passes_ctest(tmp_path: Path, shared_dir: Path) -> None:
+def test_cpp_library_builds_and_passes_ctest(tmp_path: Path) -> None:
     if shutil.which("cmake") is None or shutil.which("c++") is None:
         pytest.skip("cmake and a C++ compiler are needed (apt-get install cmake g++ libopencv-dev)")
     build = tmp_path / "build"
@@ -33,7 +33,7 @@ def test_cpp_library_builds_and_passes_ctest(tmp_path: Path, shared_dir: Path) -
             "-DTARDIS_WITH_CUDA=OFF",
             "-DTARDIS_WERROR=ON",
             f"-DTARDIS_PYTHON={sys.executable}",
-            f"-DTARDIS_SHARED_DIR={shared_dir}",
+            f"-DTARDIS_TEST_DATA_DIR={ROOT / 'tests' / 'fixtures'}",
         ],
         check=True,
         capture_output=True,

@@ -23,8 +23,8 @@ def ap10k(fixtures_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def openfield_head(openfield_dir: Path):
-    return load_dlc_project(openfield_dir, prefer="csv").subset(range(4))
+def openfield_head(openfield_subset_dir: Path):
+    return load_dlc_project(openfield_subset_dir, prefer="csv").subset(range(4))
 
 
 SPOT_SCHEMA = KeypointSchema(names=("left_spot", "right_spot", "middle"), flip_pairs=((0, 1),))

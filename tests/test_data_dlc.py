@@ -1,4 +1,5 @@
-"""DeepLabCut project loading on ../shared's openfield project, and its errors on broken copies in tmp_path."""
+"""DeepLabCut project loading on the openfield project (whole in ../shared, a subset in tests/fixtures), and its errors
+on broken copies in tmp_path."""
 
 from __future__ import annotations
 
@@ -104,17 +105,18 @@ def test_openfield_split_refuses_a_partial_project(openfield_csv):
         openfield_split(openfield_csv.subset(range(100)))
 
 
-def test_three_index_column_csv_layout(tmp_path, openfield_dir, openfield_csv):
-    ds = load_dlc_project(make_project(tmp_path, openfield_dir, layout="three"), prefer="csv")
-    assert ds.sample_ids == openfield_csv.sample_ids[:3]
-    np.testing.assert_array_equal(np.stack([s.keypoints_xy for s in ds]), [s.keypoints_xy for s in openfield_csv[:3]])
+def test_three_index_column_csv_layout(tmp_path, openfield_subset_dir):
+    ds = load_dlc_project(make_project(tmp_path, openfield_subset_dir, layout="three"), prefer="csv")
+    one_column = load_dlc_project(openfield_subset_dir, prefer="csv")
+    assert ds.sample_ids == one_column.sample_ids[:3]
+    np.testing.assert_array_equal(np.stack([s.keypoints_xy for s in ds]), [s.keypoints_xy for s in one_column[:3]])
 
 
-def test_h5_with_three_level_row_index(tmp_path, openfield_dir):
+def test_h5_with_three_level_row_index(tmp_path, openfield_subset_dir):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("tables")
-    project = make_project(tmp_path, openfield_dir)
-    table = pd.read_hdf(openfield_dir / LABELS.with_suffix(".h5"), "df_with_missing").iloc[:3]
+    project = make_project(tmp_path, openfield_subset_dir)
+    table = pd.read_hdf(openfield_subset_dir / LABELS.with_suffix(".h5"), "df_with_missing").iloc[:3]
     table.index = pd.MultiIndex.from_tuples([tuple(p.split("/")) for p in table.index])
     (project / LABELS).unlink()
     table.to_hdf(project / LABELS.with_suffix(".h5"), key="df_with_missing", mode="w")
@@ -123,11 +125,11 @@ def test_h5_with_three_level_row_index(tmp_path, openfield_dir):
     np.testing.assert_array_equal(ds[2].keypoints_xy, table.iloc[2].to_numpy(np.float32).reshape(4, 2))
 
 
-def test_empty_cells_are_unlabelled_and_counted(tmp_path, openfield_dir):
-    original = read_rows(openfield_dir)
+def test_empty_cells_are_unlabelled_and_counted(tmp_path, openfield_subset_dir):
+    original = read_rows(openfield_subset_dir)
     partly = original[3][:3] + ["", ""] + original[3][5:]  # leftear left empty
     nothing = [original[4][0]] + [""] * 8
-    project = make_project(tmp_path, openfield_dir, frames=(0, 1), rows=original[:3] + [partly, nothing])
+    project = make_project(tmp_path, openfield_subset_dir, frames=(0, 1), rows=original[:3] + [partly, nothing])
     ds = load_dlc_project(project, prefer="csv")
     np.testing.assert_array_equal(ds[0].visible, [2, 0, 2, 2])
     assert np.isnan(ds[0].keypoints_xy[1]).all() and np.isfinite(ds[0].keypoints_xy[[0, 2, 3]]).all()
@@ -137,23 +139,25 @@ def test_empty_cells_are_unlabelled_and_counted(tmp_path, openfield_dir):
     assert len(ds.labelled_only()) == 1
 
 
-def test_folder_without_labels_is_listed_as_skipped(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir)
+def test_folder_without_labels_is_listed_as_skipped(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
     (project / "labeled-data" / "m4s1_labeled").mkdir()  # what DeepLabCut's check_labels leaves behind
     ds = load_dlc_project(project, prefer="csv")
     assert [s.what for s in ds.summary.skipped] == ["labeled-data/m4s1_labeled"]
     assert "m4s1_labeled: no CollectedData_Pranav.h5/.csv" in str(ds.summary)
 
 
-def test_given_flip_pairs_by_name(tmp_path, openfield_dir):
-    ds = load_dlc_project(make_project(tmp_path, openfield_dir), prefer="csv", flip_pairs=[("rightear", "leftear")])
+def test_given_flip_pairs_by_name(tmp_path, openfield_subset_dir):
+    ds = load_dlc_project(
+        make_project(tmp_path, openfield_subset_dir), prefer="csv", flip_pairs=[("rightear", "leftear")]
+    )
     assert ds.schema.flip_pairs == ((1, 2),)
     with pytest.raises(ValueError, match=r"flip pair \('leftear', 'nose'\) names 'nose'"):
         load_dlc_project(ds.root, prefer="csv", flip_pairs=[("leftear", "nose")])
 
 
-def test_skeleton_from_config_names(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir)
+def test_skeleton_from_config_names(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
     config = project / "config.yaml"
     config.write_text(config.read_text().replace("skeleton: []", "skeleton:\n- [snout, leftear]\n- [snout, tailbase]"))
     assert load_dlc_project(project, prefer="csv").schema.skeleton == ((0, 1), (0, 3))
@@ -190,8 +194,8 @@ def test_load_dataset_detects_the_project(openfield_dir, tmp_path):
 # ---- bad input: each error names the file and the row / value and says what to do ----
 
 
-def test_missing_image_names_the_row(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir)
+def test_missing_image_names_the_row(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
     (project / "labeled-data/m4s1/img0001.png").unlink()
     with pytest.raises(
         FileNotFoundError,
@@ -201,8 +205,8 @@ def test_missing_image_names_the_row(tmp_path, openfield_dir):
         load_dlc_project(project, prefer="csv")
 
 
-def test_unreadable_image_fails_at_read_time_with_its_name(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir)
+def test_unreadable_image_fails_at_read_time_with_its_name(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
     (project / "labeled-data/m4s1/img0002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     ds = load_dlc_project(project, prefer="csv")  # existence is checked at load, decoding at read time
     assert read_sample_image(ds[0]).shape == (480, 640, 3)
@@ -210,8 +214,8 @@ def test_unreadable_image_fails_at_read_time_with_its_name(tmp_path, openfield_d
         read_sample_image(ds[2])
 
 
-def test_header_bodyparts_not_matching_config(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir)
+def test_header_bodyparts_not_matching_config(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
     config = project / "config.yaml"
     config.write_text(config.read_text().replace("- tailbase\n", "- tailtip\n"))
     with pytest.raises(
@@ -222,24 +226,24 @@ def test_header_bodyparts_not_matching_config(tmp_path, openfield_dir):
         load_dlc_project(project, prefer="csv")
 
 
-def test_non_numeric_cell_names_row_and_column(tmp_path, openfield_dir):
-    original = read_rows(openfield_dir)
+def test_non_numeric_cell_names_row_and_column(tmp_path, openfield_subset_dir):
+    original = read_rows(openfield_subset_dir)
     broken = original[3][:5] + ["12,5"] + original[3][6:]  # a decimal comma in rightear/x
-    project = make_project(tmp_path, openfield_dir, frames=(0,), rows=original[:3] + [broken])
+    project = make_project(tmp_path, openfield_subset_dir, frames=(0,), rows=original[:3] + [broken])
     with pytest.raises(ValueError, match=r"row 4 of .*CollectedData_Pranav.csv, column rightear/x: '12,5' is not a"):
         load_dlc_project(project, prefer="csv")
 
 
-def test_empty_dataset(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir, frames=(), rows=read_rows(openfield_dir)[:3])
+def test_empty_dataset(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir, frames=(), rows=read_rows(openfield_subset_dir)[:3])
     with pytest.raises(ValueError, match=r"empty dataset: no labelled frames for scorer 'Pranav' under .*labeled-data"):
         load_dlc_project(project, prefer="csv")
     with pytest.raises(ValueError, match=r"empty dataset.*m4s1: no CollectedData_Someone.h5/.csv \(found"):
         load_dlc_project(project, scorer="Someone")
 
 
-def test_multi_animal_project_is_refused(tmp_path, openfield_dir):
-    project = make_project(tmp_path, openfield_dir)
+def test_multi_animal_project_is_refused(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
     config = project / "config.yaml"
     config.write_text(config.read_text().replace("multianimalproject:", "multianimalproject: true"))
     with pytest.raises(ValueError, match=r"config.yaml is a multi-animal DeepLabCut project"):

@@ -97,9 +97,9 @@ def test_flushes_wait_for_enough_new_rows(tmp_path):
     assert writer.flush_due(1)
 
 
-def test_dlc_reader_refuses_labels_files_and_bad_cells(openfield_dir, tmp_path):
+def test_dlc_reader_refuses_labels_files_and_bad_cells(openfield_subset_dir, tmp_path):
     with pytest.raises(ValueError, match="columns must be x, y, likelihood per bodypart .*labels file"):
-        read_dlc_predictions(openfield_dir / "labeled-data" / "m4s1" / "CollectedData_Pranav.csv")
+        read_dlc_predictions(openfield_subset_dir / "labeled-data" / "m4s1" / "CollectedData_Pranav.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("scorer,s,s,s\nbodyparts,a,a,a\ncoords,x,y,likelihood\n0,1.5,2.5,0.9\n1,1.5,oops,0.9\n")
     with pytest.raises(ValueError, match="row 5 of .*bad.csv, column a/y: 'oops' is not a number"):
