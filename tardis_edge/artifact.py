@@ -27,6 +27,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tardis_edge.geometry import DEFAULT_PADDING
 from tardis_edge.io import atomic_write_text  # noqa: F401  (re-exported for writers of artifacts)
 
 FORMAT = "tardis-edge-artifact"
@@ -56,7 +57,7 @@ class ArtifactMetadata:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     color: str = "RGB"
-    padding: float = 1.25
+    padding: float = DEFAULT_PADDING
     decode_method: str = "msra"
     softargmax_beta: float | None = None
     models: dict[str, dict] = field(default_factory=dict)  # precision -> {"file", "outputs", ...}

@@ -5,11 +5,9 @@ is warped at teacher resolution, 64 patches x 14 px = 896 px, through ``geometry
 sees the ImageNet-normalised crop and its horizontal mirror, the mirror's map is flipped back and the two are
 averaged; the ``(C, 64, 64)`` map is stored as float16 with the image -> teacher-crop affine and the box.
 
-Feature-grid convention. A teacher patch token ``j`` is computed from crop pixels ``14 j .. 14 j + 13`` and
-sits at their centre, ``14 j + 6.5``. The student's distillation grid (stride 4) is read the same way: cell
-``u`` sits at student input pixel ``4 u + 1.5``. Both grids then tile their crop edge to edge, so an
-un-augmented crop's target is the cached map itself, cell for cell. (Keypoint heatmaps keep the MSRA
-convention of ``tardis_edge.geometry``; this grid carries features, not keypoints.)
+Feature grids follow ``tardis_edge.geometry``'s cell-centred convention: teacher token ``j`` sits at crop pixel
+``14 j + 6.5``, student distillation cell ``u`` at input pixel ``4 u + 1.5``. Both grids tile their crop edge to
+edge, so an un-augmented crop's target is the cached map itself, cell for cell.
 
 Cache layout (a folder)::
 
@@ -100,22 +98,17 @@ class ExtractConfig:
 
     def geometry_record(self, patch_size: int) -> dict[str, Any]:
         """The fields a cached map depends on besides the teacher weights (stored in the manifest)."""
-        if self.resolution % patch_size:
-            raise ValueError(
-                f"teacher resolution {self.resolution} is not a multiple of the patch size {patch_size}; "
-                f"use e.g. {max(1, round(self.resolution / patch_size)) * patch_size}"
-            )
         return {
             "resolution": self.resolution,
             "patch_size": patch_size,
-            "grid": self.resolution // patch_size,
+            "grid": geometry.teacher_grid(self.resolution, patch_size),
             "padding": self.padding,
             "min_box_size": self.min_box_size,
             "flip_average": self.flip_average,
             "mean": list(self.mean),
             "std": list(self.std),
             "storage_dtype": self.storage_dtype,
-            "feature_cell": "centre",  # token j at crop pixel stride * j + (stride - 1) / 2
+            "feature_cell": "centre",  # geometry.feature_cell_to_pixel
         }
 
 
@@ -192,11 +185,6 @@ def teacher_features(
 # ----------------------------------------------------------------------------------------------- warp
 
 
-def _cell_to_pixel(stride: float) -> np.ndarray:
-    """Affine from feature-grid cells to the pixels of their input: cell ``u`` -> ``stride * u + (stride-1)/2``."""
-    return np.array([[stride, 0.0, (stride - 1) / 2], [0.0, stride, (stride - 1) / 2]])
-
-
 def cached_to_student_grid_affine(
     cache_affine: np.ndarray, student_affine: np.ndarray, stride: float = 4.0, teacher_stride: float = 14.0
 ) -> np.ndarray:
@@ -208,8 +196,10 @@ def cached_to_student_grid_affine(
         stride: student input pixels per grid cell; ``teacher_stride``: teacher crop pixels per token.
     """
     student_to_image = geometry.invert_affine(student_affine)
-    grid_to_teacher_px = geometry.compose(cache_affine, geometry.compose(student_to_image, _cell_to_pixel(stride)))
-    return geometry.compose(geometry.invert_affine(_cell_to_pixel(teacher_stride)), grid_to_teacher_px)
+    grid_to_teacher_px = geometry.compose(
+        cache_affine, geometry.compose(student_to_image, geometry.feature_cell_to_pixel(stride))
+    )
+    return geometry.compose(geometry.invert_affine(geometry.feature_cell_to_pixel(teacher_stride)), grid_to_teacher_px)
 
 
 def warp_cached_features(
@@ -358,6 +348,11 @@ class FeatureCache:
     @property
     def grid(self) -> int:
         return int(self.manifest["geometry"]["grid"])
+
+    @property
+    def patch_size(self) -> int:
+        """Teacher crop pixels per token of the cached maps (``geometry.feature_cell_to_pixel``'s stride)."""
+        return int(self.manifest["geometry"]["patch_size"])
 
     @property
     def channels(self) -> int:

@@ -16,6 +16,10 @@ Conventions:
       aspect ratio equals the network input's. The crop affine maps the box's outer edges onto the input's
       outer edges: ``input = (image - centre) * (W_in / bw) + (W_in - 1) / 2`` (same for y), then rotation
       about the centre. Flips are applied in input space.
+    * Feature grids (the teacher's patch tokens, the student's distillation map) are cell-centred instead: cell
+      ``u`` of a grid with ``stride`` input pixels per cell covers pixels ``stride * u .. stride * u + stride - 1``
+      and sits at their centre, ``stride * u + (stride - 1) / 2`` (``feature_cell_to_pixel``). A teacher crop of
+      ``resolution`` px gives a ``resolution / patch_size`` grid (``teacher_grid``), 896 / 14 = 64.
 """
 
 from __future__ import annotations
@@ -176,6 +180,23 @@ def heatmap_stride(input_wh: tuple[int, int], heatmap_wh: tuple[int, int]) -> fl
             "use an input that is a multiple of the heatmap size on both axes"
         )
     return sx
+
+
+def feature_cell_to_pixel(stride: float) -> np.ndarray:
+    """``(2, 3)`` affine from feature-grid cells to the pixels of their input: cell ``u`` -> ``stride * u +
+    (stride - 1) / 2`` (the cell-centred convention above; heatmaps are not cell-centred)."""
+    offset = (stride - 1) / 2
+    return np.array([[stride, 0.0, offset], [0.0, stride, offset]])
+
+
+def teacher_grid(resolution: int, patch_size: int) -> int:
+    """Side of the teacher's patch-token grid for a square crop of ``resolution`` px."""
+    if resolution % patch_size:
+        raise ValueError(
+            f"teacher resolution {resolution} is not a multiple of the patch size {patch_size}; "
+            f"use e.g. {max(1, round(resolution / patch_size)) * patch_size}"
+        )
+    return resolution // patch_size
 
 
 def heatmap_to_image_affine(crop_m: np.ndarray, stride: float) -> np.ndarray:

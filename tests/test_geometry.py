@@ -77,3 +77,12 @@ def test_bad_boxes_are_refused():
         g.box_from_keypoints(np.full((4, 2), np.nan), None, (256, 256))
     with pytest.raises(ValueError, match="multiple of the heatmap size"):
         g.heatmap_stride((250, 256), (64, 64))
+
+
+def test_feature_grids_are_cell_centred_and_tile_the_crop():
+    """Teacher token j covers crop pixels 14j..14j+13 and sits at their centre; 64 tokens tile an 896 px crop."""
+    teacher = g.feature_cell_to_pixel(14)
+    assert g.apply_affine(np.array([[0.0, 63.0]]), teacher).tolist() == [[6.5, 63 * 14 + 6.5]]
+    assert g.teacher_grid(896, 14) == 64
+    with pytest.raises(ValueError, match="teacher resolution 900 is not a multiple of the patch size 14; use e.g. 896"):
+        g.teacher_grid(900, 14)

@@ -145,13 +145,13 @@ class DistillDataset(Dataset):
         image = self.images.get(sample)
         crop = geometry.warp_image(image, student_m, self.input_wh)
         crop = photometric(crop, self.cfg.photometric, rng)
-        stride = self.input_wh[0] / self.heatmap_wh[0]
         feats, mask = warp_cached_features(
             torch.from_numpy(np.asarray(entry.features, dtype=np.float32)),
             entry.affine,
             student_m,
             out_hw=(self.heatmap_wh[1], self.heatmap_wh[0]),
-            stride=stride,
+            stride=geometry.heatmap_stride(self.input_wh, self.heatmap_wh),
+            teacher_stride=self.cache.patch_size,
         )
         if self.mean is not None:
             feats = (feats - torch.from_numpy(self.mean)[:, None, None]) / torch.from_numpy(self.std)[:, None, None]

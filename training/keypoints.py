@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tardis_edge import geometry
 from tardis_edge.augment import PhotometricConfig, photometric
 from tardis_edge.codec import flip_indices_from_pairs
 from training.common import (
@@ -204,7 +205,7 @@ def run_keypoints(
     history.rows = point.history
     best_value = point.state.get("best_value")
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if d.enabled else model
-    stride = input_wh[0] / heatmap_wh[0]
+    stride = geometry.heatmap_stride(input_wh, heatmap_wh)
     steps_per_epoch = math.ceil(len(train_samples) / (cfg.batch_size * d.world_size))
     total_steps = steps_per_epoch * cfg.epochs
     t0 = time.time()

@@ -56,8 +56,8 @@ class FollowConfig:
             )
         if self.padding < 1 or self.track_padding < 1:
             raise ValueError(
-                f"padding and track_padding must be >= 1 (1.25 is the trained crop), got {self.padding} and "
-                f"{self.track_padding}"
+                f"padding and track_padding must be >= 1 ({geometry.DEFAULT_PADDING} is the trained crop), got "
+                f"{self.padding} and {self.track_padding}"
             )
 
 
