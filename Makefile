@@ -6,6 +6,8 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tardis-installed
+REPORT := $(CURDIR)/build-report
+CPP_OPTIONS ?=
 
 .PHONY: setup demo test test-slow cpp lint clean-venv bench-kernels test-gpu
 
@@ -24,9 +26,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m training.full
 
+# pytest, then the C/C++ build + ctest (also after a pytest failure), then one summary of what did not run and why;
+# the exit status is pytest's and ctest's. CPP_OPTIONS: -D options for scripts/build_cpp.sh (CI requires OpenCV).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
-	bash scripts/build_cpp.sh --sanitize
+	@rm -rf $(REPORT) && mkdir -p $(REPORT)
+	@export TARDIS_REPORT_DIR=$(REPORT); \
+	$(BIN)/python -m pytest -q --junitxml=$(REPORT)/pytest.xml; pytest_status=$$?; \
+	bash scripts/build_cpp.sh --sanitize $(CPP_OPTIONS); cpp_status=$$?; \
+	$(BIN)/python scripts/test_summary.py $(REPORT) --pytest-exit $$pytest_status --cpp-exit $$cpp_status; \
+	test $$pytest_status = 0 && test $$cpp_status = 0
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -3,7 +3,7 @@
 // expected, at most one grey level allowed) on a synthetic image through rotated, flipped and out-of-frame crops.
 // Outputs are poisoned before each launch so an unwritten element fails. Registered only when configure found a GPU.
 //
-// usage: test_cuda <shared_dir>
+// usage: test_cuda <data_dir>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -137,14 +137,14 @@ void test_warp() {
 
 int main(int argc, char** argv) {
     if (argc != 2) {
-        std::fprintf(stderr, "usage: %s <shared_dir>\n", argv[0]);
+        std::fprintf(stderr, "usage: %s <data_dir>\n", argv[0]);
         return 2;
     }
     if (tardis::cuda::device_count() == 0) {
         std::fprintf(stderr, "FAILED: no CUDA device, but this test is only registered when configure found one\n");
         return 1;
     }
-    test_decode(tardis::test::need_path(argv[1], "set TARDIS_SHARED_DIR to the project's shared/ folder"));
+    test_decode(tardis::test::need_path(argv[1], "the ctests read tests/fixtures (CMake -DTARDIS_TEST_DATA_DIR)"));
     test_warp();
     return tardis::test::finish("test_cuda");
 }

@@ -2,7 +2,7 @@
 // reference's tolerances (tests/test_decode.py): argmax exact, msra exact in input pixels (heatmap px * 4), dark
 // 1e-4 heatmap px, soft-argmax 1e-4 heatmap px; invalid rows (score <= 0) at (-1, -1).
 //
-// usage: test_decode <shared_dir>
+// usage: test_decode <data_dir>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -126,11 +126,11 @@ void test_bad_arguments() {
 
 int main(int argc, char** argv) {
     if (argc != 2) {
-        std::fprintf(stderr, "usage: %s <shared_dir>\n", argv[0]);
+        std::fprintf(stderr, "usage: %s <data_dir>\n", argv[0]);
         return 2;
     }
     const std::string path = tardis::test::need_path(std::string(argv[1]) + "/golden/heatmap_codec.npz",
-                                                     "set TARDIS_SHARED_DIR to the project's shared/ folder");
+                                                     "the ctests read tests/fixtures (CMake -DTARDIS_TEST_DATA_DIR)");
     const auto golden = tardis::test::load_npz(path);
     CHECK(golden.at("heatmaps").shape == (std::vector<int64_t>{8, 17, 64, 64}));
     compare_peak_method(golden, "argmax", TARDIS_DECODE_ARGMAX, 1.0f, 0.0f);

@@ -3,7 +3,7 @@
 // 0.05 px, and "not found" rows agree. Also checks that BGR and RGB input, and one batch of several boxes versus
 // one call per box, give the same keypoints.
 //
-// usage: test_e2e <shared_dir> <artifact_dir> <reference.txt written by make_e2e_reference.py>
+// usage: test_e2e <data_dir> <artifact_dir> <reference.txt written by make_e2e_reference.py>
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -72,11 +72,11 @@ Result run(tardis_runner* runner, const cv::Mat& image, tardis_pixel_format form
 
 int main(int argc, char** argv) {
     if (argc != 4) {
-        std::fprintf(stderr, "usage: %s <shared_dir> <artifact_dir> <reference.txt>\n", argv[0]);
+        std::fprintf(stderr, "usage: %s <data_dir> <artifact_dir> <reference.txt>\n", argv[0]);
         return 2;
     }
     tardis::test::need_path(std::string(argv[1]) + "/data/openfield-Pranav-2018-10-30",
-                            "set TARDIS_SHARED_DIR to the project's shared/ folder");
+                            "the ctests read tests/fixtures (CMake -DTARDIS_TEST_DATA_DIR)");
     const std::vector<Case> cases = read_reference(argv[3]);
     CHECK_MSG(cases.size() >= 4, std::string(argv[3]) + " holds too few cases; did the reference fixture run?");
 

@@ -4,7 +4,7 @@
 // floating-point OpenCV >= 4.11; two, on at most 0.1% of values, for the fixed-point OpenCV 4.6 of Debian 12).
 // Row strides and BGR input are checked to give the same pixels.
 //
-// usage: test_preprocess <shared_dir> <reference_dir written by make_reference_crops.py>
+// usage: test_preprocess <data_dir> <reference_dir written by make_reference_crops.py>
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -173,11 +173,11 @@ void test_bad_arguments() {
 
 int main(int argc, char** argv) {
     if (argc != 3) {
-        std::fprintf(stderr, "usage: %s <shared_dir> <reference_dir>\n", argv[0]);
+        std::fprintf(stderr, "usage: %s <data_dir> <reference_dir>\n", argv[0]);
         return 2;
     }
     tardis::test::need_path(std::string(argv[1]) + "/data/openfield-Pranav-2018-10-30",
-                            "set TARDIS_SHARED_DIR to the project's shared/ folder");
+                            "the ctests read tests/fixtures (CMake -DTARDIS_TEST_DATA_DIR)");
     const std::string dir = argv[2];
     std::ifstream cases(dir + "/cases.txt");
     CHECK_MSG(cases.good(), dir + "/cases.txt is missing: the make_reference_crops fixture did not run");
