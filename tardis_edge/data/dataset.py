@@ -49,6 +49,8 @@ class LoadSummary:
     num_images: int
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the user should check: printed, and logged as warnings
+    keypoint_counts: dict[str, int] = field(default_factory=dict)  # keypoint name -> samples where it is labelled
 
     @classmethod
     def from_samples(
@@ -59,8 +61,14 @@ class LoadSummary:
         format: str,
         skipped: Sequence[Skipped] = (),
         notes: Sequence[str] = (),
+        warnings: Sequence[str] = (),
     ) -> LoadSummary:
         labelled = sum(int((s.visible > 0).sum()) for s in samples)
+        counts = {name: sum(int(s.visible[k] > 0) for s in samples) for k, name in enumerate(schema.names)}
+        never = [name for name, n in counts.items() if n == 0]
+        if samples and never:
+            warnings = [*warnings, f"keypoint(s) {never} are labelled in no sample of {source}: the model cannot learn "
+                        "them (their loss weight is 0); label them or remove them from the keypoint list"]  # fmt: skip
         images = {image_key(s) for s in samples}
         return cls(
             source=source,
@@ -74,6 +82,8 @@ class LoadSummary:
             num_images=len(images),
             skipped=list(skipped),
             notes=list(notes),
+            warnings=list(warnings),
+            keypoint_counts=counts,
         )
 
     def __str__(self) -> str:
@@ -92,7 +102,10 @@ class LoadSummary:
             lines.extend(f"    {s.what}: {s.reason}" for s in self.skipped)
         else:
             lines.append("  skipped: none")
+        if self.keypoint_counts:
+            lines.append("  labels per keypoint: " + ", ".join(f"{k} {n}" for k, n in self.keypoint_counts.items()))
         lines.extend(f"  note: {n}" for n in self.notes)
+        lines.extend(f"  WARNING: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -248,6 +261,62 @@ def check_flip_pairs(
     if len(used) != len(set(used)):
         raise ValueError(f"{source}: flip pairs {out} use a keypoint twice")
     return tuple(out)
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(width, height)`` of a PNG or JPEG from its header (no decoding); None for other or unreadable files."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                w, h = struct.unpack(">II", head[16:24])
+                return int(w), int(h)
+            if head[:2] != b"\xff\xd8":
+                return None
+            f.seek(2)
+            while True:
+                marker = f.read(2)
+                if len(marker) < 2 or marker[0] != 0xFF:
+                    return None
+                if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+                    continue
+                (length,) = struct.unpack(">H", f.read(2))
+                if marker[1] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                    h, w = struct.unpack(">xHH", f.read(5))
+                    return int(w), int(h)
+                f.seek(length - 2, 1)
+    except (OSError, struct.error):
+        return None
+
+
+def labels_outside_images(samples: Sequence[Sample], names: Sequence[str], where: dict[str, str]) -> list[str]:
+    """Warnings for labelled keypoints outside their image (frames resized or cropped after labelling?).
+
+    ``where`` maps sample ids to "row 7 of <file>" for the message. Images whose size cannot be read from the
+    header are not checked.
+    """
+    outside = []
+    for s in samples:
+        if s.image_path is None or not s.labelled:
+            continue
+        wh = s.image_wh or image_size(s.image_path)
+        if wh is None:
+            continue
+        xy = s.keypoints_xy
+        bad = (s.visible > 0) & (
+            (xy[:, 0] < -0.5) | (xy[:, 1] < -0.5) | (xy[:, 0] > wh[0] - 0.5) | (xy[:, 1] > wh[1] - 0.5)
+        )
+        for k in np.flatnonzero(bad):
+            outside.append(f"{where.get(s.sample_id, s.sample_id)}: {names[k]} ({xy[k, 0]:.1f}, {xy[k, 1]:.1f}) in a "
+                           f"{wh[0]}x{wh[1]} image")  # fmt: skip
+    if not outside:
+        return []
+    return [
+        f"{len(outside)} labelled keypoint(s) lie outside their image (first: {outside[0]}); were the frames resized "
+        "or cropped after labelling? Fix the labels or restore the original frames"
+    ]
 
 
 def read_image_rgb(path: str | Path) -> np.ndarray:

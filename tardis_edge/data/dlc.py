@@ -16,13 +16,21 @@ Coordinates are DeepLabCut's pixel coordinates, which use the pixel-centre conve
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tardis_edge.data.dataset import LoadSummary, PoseDataset, Skipped, check_flip_pairs, flip_pairs_from_names
+from tardis_edge.data.dataset import (
+    LoadSummary,
+    PoseDataset,
+    Skipped,
+    check_flip_pairs,
+    flip_pairs_from_names,
+    labels_outside_images,
+)
 from tardis_edge.data.sample import KeypointSchema, Sample
 
 LABELS_PREFIX = "CollectedData_"
@@ -134,7 +142,9 @@ def read_labels_csv(path: str | Path, config: DlcConfig, scorer: str) -> list[_L
     """Read ``CollectedData_<scorer>.csv`` (one- or three-column row labels) into config bodypart order."""
     p = Path(path)
     with open(p, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+        text = f.read()
+    rows = list(csv.reader(io.StringIO(text)))
+    complete = text.endswith(("\n", "\r"))  # a file cut mid-row (copy or disk full) has no final line end
     while rows and not any(cell.strip() for cell in rows[-1]):
         rows.pop()
     if len(rows) < 3 or [r[0].strip() if r else "" for r in rows[:3]] != ["scorer", "bodyparts", "coords"]:
@@ -162,6 +172,11 @@ def read_labels_csv(path: str | Path, config: DlcConfig, scorer: str) -> list[_L
             continue
         if len(row) > width:
             raise ValueError(f"{where} has {len(row)} cells, the header has {width}; remove the extra cells")
+        if not complete and line_no == len(rows) and len(row) < width:
+            raise ValueError(
+                f"{where} is cut short ({len(row)} of {width} cells and no line end): the file was truncated; restore "
+                "it (DeepLabCut rewrites the CSV from the .h5), or delete the partial row"
+            )
         row = row + [""] * (width - len(row))  # spreadsheets drop trailing empty cells
         parts = [c.strip().replace("\\", "/") for c in row[:n_index]]
         if any(not c for c in parts):
@@ -229,6 +244,34 @@ def _find_labels(folder: Path, scorer: str, prefer: str) -> Path | None:
     return None
 
 
+def _compare_label_files(
+    used: Path, used_rows: list[_LabelRow], other: Path, config: DlcConfig, scorer: str
+) -> list[str]:
+    """A warning when a folder's CSV and H5 labels disagree (someone edited one of them), naming the file used."""
+    read = read_labels_h5 if other.suffix == ".h5" else read_labels_csv
+    try:
+        other_rows = {r.image: r.keypoints_xy for r in read(other, config, scorer)}
+    except (ValueError, ImportError) as err:
+        return [f"{other} cannot be read ({err}); using {used.name}"]
+    used_map = {r.image: r.keypoints_xy for r in used_rows}
+    differ = sorted(
+        image
+        for image in set(used_map) | set(other_rows)
+        if image not in used_map
+        or image not in other_rows
+        or not np.allclose(used_map[image], other_rows[image], rtol=0, atol=1e-3, equal_nan=True)
+    )
+    if not differ:
+        return []
+    newer = "newer" if other.stat().st_mtime > used.stat().st_mtime else "older"
+    return [
+        f"{used.parent}: {used.name} and {other.name} disagree on {len(differ)} frame(s) (first: {differ[0]}); using "
+        f"{used.name} (prefer={used.suffix[1:]!r}); the {newer} {other.name} is ignored — make them agree (DeepLabCut "
+        "writes both), delete the stale one, or load with prefer="
+        f"{other.suffix[1:]!r}"
+    ]
+
+
 def load_dlc_project(
     project_dir: str | Path,
     scorer: str | None = None,
@@ -269,6 +312,7 @@ def load_dlc_project(
         raise FileNotFoundError(f"{labeled} does not exist: {project} has no labelled frames; label some in DeepLabCut")
 
     skipped: list[Skipped] = []
+    warnings: list[str] = []
     rows: list[_LabelRow] = []
     for folder in sorted(d for d in labeled.iterdir() if d.is_dir()):
         labels = _find_labels(folder, scorer, prefer)
@@ -280,7 +324,11 @@ def load_dlc_project(
             skipped.append(Skipped(f"labeled-data/{folder.name}", reason))
             continue
         read = read_labels_h5 if labels.suffix == ".h5" else read_labels_csv
-        rows.extend(read(labels, config, scorer))
+        folder_rows = read(labels, config, scorer)
+        rows.extend(folder_rows)
+        other = labels.with_suffix(".csv" if labels.suffix == ".h5" else ".h5")
+        if other.is_file():
+            warnings.extend(_compare_label_files(labels, folder_rows, other, config, scorer))
 
     if not rows:
         found = "; ".join(f"{s.what}: {s.reason}" for s in skipped) or "no folders"
@@ -321,5 +369,7 @@ def load_dlc_project(
         pairs = flip_pairs_from_names(names)
     schema = KeypointSchema(names=names, skeleton=config.skeleton, flip_pairs=pairs, sigmas=None)
     notes = [f"flip pairs {[(names[i], names[j]) for i, j in pairs]}" + (" (from names)" if flip_pairs is None else "")]
-    summary = LoadSummary.from_samples(samples, schema, str(project), "DeepLabCut", skipped, notes)
+    if check_images:
+        warnings += labels_outside_images(samples, names, seen)
+    summary = LoadSummary.from_samples(samples, schema, str(project), "DeepLabCut", skipped, notes, warnings)
     return PoseDataset(schema, samples, summary, project)
