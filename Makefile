@@ -9,7 +9,7 @@ STAMP := $(VENV)/.tardis-installed
 REPORT := $(CURDIR)/build-report
 CPP_OPTIONS ?=
 
-.PHONY: setup demo test test-slow cpp lint clean-venv bench-kernels test-gpu
+.PHONY: setup demo test test-slow cpp lint clean-venv bench-kernels test-gpu gpu-check
 
 setup: $(STAMP)
 
@@ -53,3 +53,8 @@ bench-kernels: $(STAMP)
 
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu
+
+# Every GPU check in one command, at most 8 minutes on one GPU (results under benchmarks/results/); without a GPU it
+# prints what it would run.
+gpu-check: $(STAMP)
+	TARDIS_PYTHON=$(BIN)/python bash scripts/gpu_check.sh
