@@ -123,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     from export.pipeline import export_artifact
     from export.source import load_source
     from export.verify import Thresholds, verify, write_report
-    from tardis_edge.provenance import measurement
 
     try:
         source = load_source(run)
@@ -140,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             data_path=args.data,
             threads=args.threads,
             latency_repeats=args.latency_repeats,
-            decode=metadata.decode_method,
+            metadata=metadata,
         )
-        report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)], torch=True)
         json_path, md_path = write_report(report, out)
     except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
