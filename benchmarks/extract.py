@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ import torch
 from tardis_edge.feature_cache import ExtractConfig, teacher_features
 from tardis_edge.io import atomic_write_text
 from tardis_edge.machine import cpu_name
+from tardis_edge.provenance import measurement
 from tardis_edge.teacher import VARIANTS, random_dinov2
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "machine": machine_record(device),
+        "measured": measurement(["python benchmarks/extract.py", *(sys.argv[1:] if argv is None else argv)]),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **result,
     }

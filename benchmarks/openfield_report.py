@@ -9,9 +9,12 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
+from tardis_edge.io import atomic_write_text
 from tardis_edge.machine import cpu_name
+from tardis_edge.provenance import measurement
 
 
 def run_record(run: Path) -> dict:
@@ -49,6 +52,7 @@ def main() -> None:
         "benchmark": "openfield fixed split (95 train / 21 test), flip test, detector-free two-pass crops",
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": versions,
+        "measured": measurement(["python benchmarks/openfield_report.py", *sys.argv[1:]]),
         "command": "python -m training.full benchmarks/configs/openfield.yaml --out=runs/openfield",
         "command_without_stage1": (
             "python -m training.full benchmarks/configs/openfield.yaml --out=runs/openfield-nostage1 "
@@ -59,8 +63,7 @@ def main() -> None:
         "without_stage1": without_s1,
         "reference": {"deeplabcut3_from_scratch_rmse_px": 27.7, "deeplabcut3_pck@0.1": 0.76},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("test_rmse_px",)}, indent=2))
     for name, rec in (("with stage 1", with_s1), ("without stage 1", without_s1)):
         print(

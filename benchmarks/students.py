@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tardis_edge.io import atomic_write_text
 from tardis_edge.machine import cpu_name
 from tardis_edge.models import BACKBONES, ModelConfig, build_model
+from tardis_edge.provenance import measurement
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "students-cpu.json"
 
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             "platform": platform.platform(),
         },
         "torch": torch.__version__,
+        "measured": measurement(["python benchmarks/students.py", *(sys.argv[1:] if argv is None else argv)]),
         "threads": args.threads,
         "flops_note": "FlopCounterMode: conv + matmul only, 2 FLOPs per multiply-add (GMACs = GFLOPs / 2)",
         "results": results,

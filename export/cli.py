@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.pipeline import export_artifact
     from export.source import load_source
     from export.verify import Thresholds, verify, write_report
+    from tardis_edge.provenance import measurement
 
     try:
         source = load_source(run)
@@ -139,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             data_path=args.data,
             threads=args.threads,
             latency_repeats=args.latency_repeats,
-            metadata=metadata,
+            decode=metadata.decode_method,
         )
+        report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)], torch=True)
         json_path, md_path = write_report(report, out)
     except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

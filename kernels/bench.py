@@ -48,6 +48,7 @@ from tardis_edge import decode as reference
 from tardis_edge import geometry
 from tardis_edge.io import atomic_write_text
 from tardis_edge.machine import cpu_name
+from tardis_edge.provenance import measurement
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 BETA = 20.0
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     torch.manual_seed(0)
     record: dict = {"benchmark": "decode", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **versions()}
+    record["measured"] = measurement(["python -m kernels.bench", *(sys.argv[1:] if argv is None else argv)])
     record["config"] = {
         "K": NUM_K,
         "H": HEIGHT,

@@ -1,6 +1,6 @@
 """Shared test fixtures: where the test data lives, and the rule that CI must not skip tests needing ../shared.
 
-Test data has one layout in two places (README.md, "Test data"):
+Test data has one layout in two places (README.md, "Tests"):
     tests/fixtures/   committed: a copy of ../shared/golden and the mmpose fixtures, and 10 frames of the openfield
                       project with their labels and the video's first 10 frames (tests/fixtures/README.md);
     ../shared/        the full data, beside the project or at $TARDIS_SHARED_DIR: the whole openfield project (the
@@ -19,13 +19,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
-SHARED_ENV = "TARDIS_SHARED_DIR"  # the one name, also read by CMakeLists.txt (TARDIS_SHARED was the old Python name)
+SHARED_ENV = "TARDIS_SHARED_DIR"  # the one name for ../shared's place (TARDIS_SHARED was the old Python name)
 if SHARED_ENV not in os.environ and "TARDIS_SHARED" in os.environ:
     warnings.warn(f"TARDIS_SHARED is deprecated: set {SHARED_ENV} instead", DeprecationWarning, stacklevel=1)
 SHARED = Path(os.environ.get(SHARED_ENV) or os.environ.get("TARDIS_SHARED") or ROOT.parent / "shared")
 OPENFIELD = "data/openfield-Pranav-2018-10-30"
-# tests/fixtures' openfield subset in file order: the first 6 frames (img0000-img0050) train, the last 4 test
-OPENFIELD_SUBSET_TRAIN, OPENFIELD_SUBSET_FRAMES = 6, 10
 
 
 def data_path(relative: str, full: bool = False) -> Path:

@@ -22,6 +22,7 @@ import numpy as np
 
 from tardis_edge import geometry
 from tardis_edge.io import atomic_write_text
+from tardis_edge.provenance import measurement
 from tardis_edge.runtime.backends import Backend
 from tardis_edge.runtime.boxes import read_boxes_csv
 from tardis_edge.runtime.runner import DECODES, Runner, open_runner
@@ -341,6 +342,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "refine": not args.no_refine,
         },
         "results": entries,
+        "measured": measurement(["tardis-edge", *args.argv]),
     }
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=2))
@@ -417,6 +419,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "split": args.split,
             "boxes": "ground truth" if args.gt_boxes else "detector-free (whole frame, then refine)",
         }
+    metrics["measured"] = measurement(["tardis-edge", *args.argv])
     text = json.dumps(metrics, indent=2, default=float)
     if args.out:
         atomic_write_text(args.out, text)
@@ -480,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tardis-edge`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the JSON that bench and eval write
     if args.command == "bench":
         args.backends = args.backends or [args.backend]
         args.precisions = args.precisions or [args.precision]
