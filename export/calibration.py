@@ -1,8 +1,8 @@
 """Export stage: crops of real frames for INT8 calibration and for verification, made with the run's geometry.
 
-Crops are what the deployed model sees: ``tardis_edge.geometry`` crop affines of the whole frame (pass 1 of the
-detector-free path) and of a padded box around the animal (pass 2) — the labelled keypoints' box when the data is
-labelled, else the box around the FP32 model's own pass-1 keypoints (``training.predict.box_from_prediction``).
+Crops are what the deployed model sees (``tardis_edge.predict.crop_batch``): the whole frame (pass 1 of the
+detector-free path) and a padded box around the animal (pass 2) — the labelled keypoints' box when the data is
+labelled, else the box around the FP32 model's own pass-1 keypoints (``tardis_edge.predict.box_from_prediction``).
 """
 
 from __future__ import annotations
@@ -15,26 +15,9 @@ from typing import Any
 import numpy as np
 
 from tardis_edge import geometry
+from tardis_edge.predict import box_from_prediction, crop_batch, predict_frames
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def crop_images(
-    images: Sequence[np.ndarray], boxes: Sequence[geometry.CropBox], input_wh: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Warp one crop per frame.
-
-    Args:
-        images: RGB uint8 ``(H, W, 3)`` frames.
-        boxes: one crop box per frame (image pixels).
-        input_wh: network input ``(W, H)``.
-
-    Returns:
-        ``(crops (N, 3, H_in, W_in) float32 RGB 0..255, affines (N, 2, 3) image -> input pixels)``.
-    """
-    affines = np.stack([geometry.crop_affine(b, input_wh) for b in boxes])  # (N, 2, 3)
-    crops = np.stack([geometry.warp_image(im, m, input_wh) for im, m in zip(images, affines, strict=True)])
-    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32), affines
 
 
 def labelled_boxes(samples: Sequence[Any], input_wh: tuple[int, int], padding: float) -> list[geometry.CropBox]:
@@ -117,8 +100,8 @@ def calibration_crops(calib: str | Path, source: Any, size: int, seed: int = 0) 
         origin = str(path)
         kind = "boxes around the FP32 model's pass-1 keypoints"
     first = [geometry.box_from_image(im.shape[1::-1], input_wh) for im in images]
-    crops_first, _ = crop_images(images, first, input_wh)
-    crops_second, _ = crop_images(images, second, input_wh)
+    crops_first, _ = crop_batch(images, first, input_wh)
+    crops_second, _ = crop_batch(images, second, input_wh)
     crops = np.empty((2 * len(images), *crops_first.shape[1:]), dtype=np.float32)
     crops[0::2], crops[1::2] = crops_first, crops_second  # interleaved, so a cut at ``size`` keeps both kinds
     crops = crops[:size]
@@ -135,9 +118,8 @@ def calibration_crops(calib: str | Path, source: Any, size: int, seed: int = 0) 
 
 def _predicted_boxes(source: Any, images: list[np.ndarray]) -> list[geometry.CropBox]:
     """Pass-2 boxes from the PyTorch model's whole-frame predictions (no flip, as the exported graph runs)."""
-    from training.predict import box_from_prediction, predict_boxes
+    from kernels.predict import model_crop_runner
 
-    cfg = replace(source.predict, flip_test=False)
-    first = [geometry.box_from_image(im.shape[1::-1], source.input_wh) for im in images]
-    kps, scores = predict_boxes(source.model, images, first, source.input_wh, cfg, None)
+    cfg = replace(source.predict, flip_test=False, two_pass=False)
+    kps, scores, first = predict_frames(model_crop_runner(source.model, cfg), images, source.input_wh, cfg)
     return [box_from_prediction(k, s, b, source.input_wh, cfg) for k, s, b in zip(kps, scores, first, strict=True)]

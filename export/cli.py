@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             data_path=args.data,
             threads=args.threads,
             latency_repeats=args.latency_repeats,
-            decode=metadata.decode_method,
+            metadata=metadata,
         )
         report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)], torch=True)
         json_path, md_path = write_report(report, out)

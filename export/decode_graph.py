@@ -24,9 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tardis_edge.decode import DARK_BLUR_KERNEL, gaussian_kernel_1d
-
-DECODE_METHODS = ("argmax", "msra", "dark", "softargmax")  # the names of training.predict.PredictConfig.decode
+from tardis_edge.decode import DARK_BLUR_KERNEL, DECODE_METHODS, gaussian_kernel_1d
 
 # ONNX ops the decode graph may contain: all are in onnx-tensorrt's support matrix (docs/operators.md) for
 # float32 (int32/bool where listed). Tests export every method and check its graph against this set.

@@ -55,7 +55,7 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
         ValueError / KeyError: the checkpoint lacks an entry or holds an inconsistent one (named in the message).
     """
     from tardis_edge.config import from_dict
-    from training.predict import PredictConfig
+    from tardis_edge.predict import PredictConfig
 
     ckpt_path, run_dir = checkpoint_file(run_or_checkpoint)
     source = str(ckpt_path)

@@ -1,17 +1,20 @@
 """Export stage: verification of every exported graph against the PyTorch model, on held-out real data.
 
-For each artifact (ONNX Runtime, CPU) and for the PyTorch model it came from:
+Each artifact runs in the edge runtime's own ``Runner`` (ONNX Runtime, CPU), the PyTorch model it came from in
+training evaluation's crop runner (``kernels.predict.model_crop_runner``: the training-form model, decoded through
+``kernels.decode_heatmaps`` — the Triton kernel on CUDA, the PyTorch reference on CPU); both predict through the
+one two-pass predictor, ``tardis_edge.predict``. Measured:
 
 * **Crop parity** on the run's held-out split, one crop per labelled frame from the labelled-keypoint box: keypoint
   deviation from PyTorch in crop input pixels (max, mean), PCK@0.05 agreement with PyTorch (share of PyTorch's
   found keypoints the artifact puts within 0.05 x the crop side of them), score deviation, and keypoints found by
-  one and not the other. The PyTorch side is the training-form model + the reference decode
-  (``tardis_edge.decode``), so the in-graph decode and the RepVGG re-parameterisation are checked too.
-* **Task metric** through the detector-free two-pass path of evaluation (whole frame, then a box around the
-  confident keypoints; ``training.predict``), scored by ``tardis_edge.metrics.evaluate_predictions``. Flip test
-  is off for every row (the graph runs one crop), so the rows compare like with like; the run's own evaluation
-  setting is reported beside them as ``pytorch_eval``, and a heatmap graph is also scored with the flip test done
-  outside it (``task_flip``), which must reproduce ``pytorch_eval``.
+  one and not the other. The in-graph decode and the RepVGG re-parameterisation are checked too.
+* **Task metric** through the detector-free two-pass path (whole frame, then a box around the confident
+  keypoints), scored by ``tardis_edge.metrics.evaluate_predictions``, and the largest keypoint distance from
+  PyTorch's two-pass keypoints in image pixels (``keypoints_max_px``). Flip test is off for every row (the graph
+  runs one crop), so the rows compare like with like; the run's own evaluation setting is reported beside them as
+  ``pytorch_eval``, and a heatmap graph is also run with the flip test done outside it (``task_flip``,
+  ``flip_keypoints_max_px``), which must reproduce ``pytorch_eval``.
 * **Latency** on this CPU: median of timed runs after warm-up, batch 1 and 8, and the ratio to PyTorch eager.
 
 Thresholds (``Thresholds``) turn the report into a pass/fail that ``tardis-export`` exits non-zero on.
@@ -30,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from export.calibration import crop_images, labelled_boxes
-from tardis_edge import geometry
-from tardis_edge.artifact import INPUT_NAME, OUTPUT_HEATMAPS, OUTPUT_KEYPOINTS, OUTPUT_SCORES
+from export.calibration import labelled_boxes
+from tardis_edge.artifact import OUTPUT_HEATMAPS, ArtifactMetadata
 from tardis_edge.codec import flip_indices_from_pairs
 from tardis_edge.io import atomic_write_text
+from tardis_edge.predict import CropRunner, PredictConfig, crop_batch, crop_keypoints, predict_frames
 
-CropRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # crops -> (keypoints input px, scores)
+CropKeypoints = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # crops -> (keypoints input px, scores)
 TASK_METRIC = "PCK@0.05"  # what the INT8 drop is measured on (percentage points)
 PCK_AGREEMENT = 0.05  # fraction of the crop side
 
@@ -69,92 +72,59 @@ def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, ["CPUExecutionProvider"])
 
 
-def reference_decode(heatmaps: Any, method: str, beta: float, stride: float) -> tuple[np.ndarray, np.ndarray]:
-    """The reference decode (``training.predict.decode``) in crop input pixels, (-1, -1) where score <= 0."""
-    import torch
+def artifact_runner(
+    path: Path, metadata: ArtifactMetadata, cfg: PredictConfig, threads: int | None = None, flip_test: bool = False
+) -> Any:
+    """The edge runtime's ``Runner`` on one exported ONNX file (CPU), predicting as ``cfg`` says.
 
-    from training.predict import PredictConfig, decode
+    A keypoint graph decodes in the graph; a heatmap graph decodes in NumPy with ``cfg.decode`` (and can take the
+    flip test). The refine box follows ``cfg``'s rule, so the runner predicts exactly as ``cfg`` does.
+    """
+    from tardis_edge.runtime import FollowConfig, Runner
+    from tardis_edge.runtime.backends.ort import CPU, OnnxRuntimeBackend
 
-    maps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32)) if not torch.is_tensor(heatmaps) else heatmaps
-    keypoints, scores = decode(maps.float(), PredictConfig(decode=method, softargmax_beta=beta))
-    keypoints_input = (keypoints.float() * stride).cpu().numpy()
-    scores_np = scores.float().cpu().numpy()
-    keypoints_input[scores_np <= 0] = -1.0
-    return keypoints_input, scores_np
-
-
-def torch_runner(model: Any, method: str, beta: float, stride: float) -> CropRunner:
-    """PyTorch eager: the model's heatmaps and the reference decode."""
-    import torch
-
-    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            heatmaps = model(torch.from_numpy(crops))["heatmaps"]
-        return reference_decode(heatmaps, method, beta, stride)
-
-    return run
-
-
-def ort_runner(session: Any, method: str, beta: float, stride: float) -> CropRunner:
-    """An ONNX Runtime session: its keypoints/scores outputs, or its heatmaps through the reference decode."""
-    outputs = [o.name for o in session.get_outputs()]
-
-    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if outputs == [OUTPUT_HEATMAPS]:
-            (heatmaps,) = session.run(None, {INPUT_NAME: crops})
-            return reference_decode(heatmaps, method, beta, stride)
-        result = dict(zip(outputs, session.run(None, {INPUT_NAME: crops}), strict=True))
-        return result[OUTPUT_KEYPOINTS], result[OUTPUT_SCORES]
-
-    return run
+    backend = OnnxRuntimeBackend(path, providers=[CPU], threads=threads)
+    heatmaps = list(backend.output_names) == [OUTPUT_HEATMAPS]
+    follow = FollowConfig(min_score=cfg.box_min_score, padding=cfg.padding, min_size=cfg.box_min_size)
+    try:
+        return Runner(
+            backend,
+            metadata,
+            decode="numpy" if heatmaps else "graph",
+            refine=cfg.two_pass,
+            flip_test=flip_test,
+            decode_method=cfg.decode if heatmaps else None,
+            batch_size=cfg.batch_size,
+            follow=follow,
+        )
+    except Exception:
+        backend.close()
+        raise
 
 
-def ort_flip_runner(session: Any, flip_indices: Sequence[int], method: str, beta: float, stride: float) -> CropRunner:
-    """A heatmaps graph run on each crop and its mirror image, heatmaps averaged as evaluation's flip test does
-    (``tardis_edge.codec.flip_heatmaps``), then the reference decode."""
-    import torch
+def on_crops(run: CropRunner, cfg: PredictConfig) -> CropKeypoints:
+    """A crop runner as a function of crops alone: keypoints in crop input pixels (NaN where score <= 0)."""
 
-    from tardis_edge.codec import flip_heatmaps, flip_shift_px
+    def keypoints(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        identity = np.broadcast_to(np.eye(2, 3), (len(crops), 2, 3))
+        return crop_keypoints(run, crops, identity, cfg)
 
-    def run(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (heatmaps,) = session.run(None, {INPUT_NAME: crops})
-        (mirrored,) = session.run(None, {INPUT_NAME: np.ascontiguousarray(crops[..., ::-1])})
-        shift = flip_shift_px(crops.shape[-1], heatmaps.shape[-1])
-        unflipped = flip_heatmaps(torch.from_numpy(mirrored), flip_indices, shift_px=shift)
-        return reference_decode(0.5 * (torch.from_numpy(heatmaps) + unflipped), method, beta, stride)
-
-    return run
+    return keypoints
 
 
-def in_batches(run: CropRunner, crops: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def in_batches(run: CropKeypoints, crops: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     parts = [run(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def two_pass(
-    run: CropRunner, images: Sequence[np.ndarray], input_wh: tuple[int, int], cfg: Any, batch_size: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """The detector-free path of ``training.predict.predict_frames`` (flip test off) for any crop runner.
-
-    Returns:
-        ``(keypoints (N, K, 2) image pixels with NaN where score <= 0, scores (N, K))``.
-    """
-    from training.predict import box_from_prediction
-
-    def predict(boxes: list[geometry.CropBox]) -> tuple[np.ndarray, np.ndarray]:
-        crops, affines = crop_images(images, boxes, input_wh)
-        keypoints_input, scores = in_batches(run, crops, batch_size)
-        to_image = geometry.invert_affine(affines)  # (N, 2, 3) input -> image pixels
-        keypoints = keypoints_input.astype(np.float64) @ to_image[:, :, :2].transpose(0, 2, 1) + to_image[:, None, :, 2]
-        keypoints[scores <= 0] = np.nan
-        return keypoints, scores
-
-    first = [geometry.box_from_image(im.shape[1::-1], input_wh) for im in images]
-    keypoints, scores = predict(first)
-    if not cfg.two_pass:
-        return keypoints, scores
-    second = [box_from_prediction(k, s, b, input_wh, cfg) for k, s, b in zip(keypoints, scores, first, strict=True)]
-    return predict(second)
+def keypoints_max_px(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Largest distance between two ``(N, K, 2)`` image-pixel predictions over the keypoints both found; inf when
+    one found a keypoint the other did not (NaN marks "not found")."""
+    found_ref, found = np.isfinite(reference).all(-1), np.isfinite(candidate).all(-1)
+    if (found_ref != found).any():
+        return float("inf")
+    distance = np.linalg.norm(candidate - reference, axis=-1)[found]
+    return float(distance.max()) if distance.size else 0.0
 
 
 # ------------------------------------------------------------------------------------------- measures
@@ -219,7 +189,8 @@ def verify(
     latency_batches: Sequence[int] = (1, 8),
     latency_repeats: int = 7,
     max_frames: int | None = None,
-    decode: str | None = None,
+    metadata: ArtifactMetadata | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Verify exported graphs against the PyTorch model of ``source`` on its held-out split.
 
@@ -232,7 +203,8 @@ def verify(
             pool with 2 threads measured 25x slower than with 1 (spin-waiting for a busy core), ONNX Runtime not.
         latency_batches: batch sizes timed; ``latency_repeats`` timed runs each (0 disables timing).
         max_frames: use at most this many held-out frames (tests); None: all.
-        decode: the decode the graphs were exported with (``model.json`` ``decode_method``); None: the run's.
+        metadata: the artifact's ``model.json`` (its decode method is the graphs'); None: read beside the models.
+        device: the PyTorch reference's device (on CUDA its decode runs the Triton kernel).
 
     Returns:
         The report (JSON-serialisable): data, reference rows, one row per artifact, thresholds and ``failures``
@@ -241,33 +213,39 @@ def verify(
     import torch
 
     from export.source import load_split
+    from kernels.predict import model_crop_runner
     from tardis_edge.data import read_sample_image
 
     thresholds = thresholds or Thresholds()
+    if metadata is None:
+        metadata = ArtifactMetadata.load(Path(next(iter(models.values()))).parent)
     _, _, test = load_split(source, data_path)
     samples = [s for s in test.samples if s.labelled][:max_frames]
     cropped = [s for s in samples if (s.visible > 0).any()]
     if not cropped:
         raise ValueError(f"the held-out split of {test.summary.source} has no labelled frame to verify on")
     images = {s.sample_id: read_sample_image(s) for s in samples}
-    cfg = replace(source.predict, flip_test=False, decode=decode or source.predict.decode)
-    input_wh, stride = source.input_wh, source.stride
-    crops, _ = crop_images(
+    cfg = replace(source.predict, flip_test=False, decode=metadata.decode_method)
+    input_wh = source.input_wh
+    crops, _ = crop_batch(
         [images[s.sample_id] for s in cropped], labelled_boxes(cropped, input_wh, cfg.padding), input_wh
     )
     crop_side = float(max(input_wh))
     frames = [images[s.sample_id] for s in samples]
     method, beta = cfg.decode, cfg.softargmax_beta
 
-    model = source.model.eval()
+    model = source.model.eval().to(device)
     flip_indices = flip_indices_from_pairs(source.schema.num_keypoints, source.schema.flip_pairs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        reference = torch_runner(model, method, beta, stride)
-        ref_crops = in_batches(reference, crops)
-        ref_task = task_metrics(samples, *two_pass(reference, frames, input_wh, cfg), source.schema)
-        eval_kps, eval_scores, _ = _predict_frames_eval(source, frames)
+        reference = model_crop_runner(model, cfg, device=device)
+        ref_crops = in_batches(on_crops(reference, cfg), crops)
+        ref_kps, ref_scores, _ = predict_frames(reference, frames, input_wh, cfg)
+        ref_task = task_metrics(samples, ref_kps, ref_scores, source.schema)
+        # the run's own evaluation, as training.keypoints.evaluate_model runs it
+        evaluation = model_crop_runner(model, source.predict, flip_indices, device=device)
+        eval_kps, eval_scores, _ = predict_frames(evaluation, frames, input_wh, source.predict)
         report: dict[str, Any] = {
             "checkpoint": str(source.checkpoint),
             "data": {
@@ -291,41 +269,38 @@ def verify(
             "environment": _environment(threads),
             "thresholds": asdict(thresholds),
         }
-        latency_ref = latencies(reference, crops, latency_batches, latency_repeats) if latency_repeats > 0 else {}
+        ref_on_crops = on_crops(reference, cfg)
+        latency_ref = latencies(ref_on_crops, crops, latency_batches, latency_repeats) if latency_repeats > 0 else {}
         report["reference"]["pytorch"]["latency_ms"] = latency_ref
 
         for key, path in models.items():
-            session = ort_session(Path(path), threads)
-            run = ort_runner(session, method, beta, stride)
-            row: dict[str, Any] = {
-                "file": Path(path).name,
-                "outputs": [o.name for o in session.get_outputs()],
-                "deviation": crop_deviation(ref_crops, in_batches(run, crops), crop_side),
-                "task": task_metrics(samples, *two_pass(run, frames, input_wh, cfg), source.schema),
-            }
+            with artifact_runner(Path(path), metadata, cfg, threads) as runner:
+                result = runner(frames)
+                kps, scores = result.keypoints, result.scores
+                row: dict[str, Any] = {
+                    "file": Path(path).name,
+                    "outputs": list(runner.backend.output_names),
+                    "deviation": crop_deviation(ref_crops, in_batches(runner.infer_crops, crops), crop_side),
+                    "task": task_metrics(samples, kps, scores, source.schema),
+                    "keypoints_max_px": keypoints_max_px(ref_kps, kps),
+                }
+                if latency_repeats > 0:
+                    latency = latencies(runner.infer_crops, crops, latency_batches, latency_repeats)
+                    row["latency_ms"] = latency
+                    row["speedup_vs_pytorch"] = {k: latency_ref[k] / v for k, v in latency.items() if v > 0}
             row["task_drop_points"] = 100.0 * (ref_task[TASK_METRIC] - row["task"][TASK_METRIC])
             if row["outputs"] == [OUTPUT_HEATMAPS] and source.predict.flip_test:
                 # the heatmap graph can also run the run's own evaluation setting (flip test), outside the graph
-                flip_run = ort_flip_runner(session, flip_indices, method, beta, stride)
-                row["task_flip"] = task_metrics(samples, *two_pass(flip_run, frames, input_wh, cfg), source.schema)
-            if latency_repeats > 0:
-                latency = latencies(run, crops, latency_batches, latency_repeats)
-                row["latency_ms"] = latency
-                row["speedup_vs_pytorch"] = {k: latency_ref[k] / v for k, v in latency.items() if v > 0}
+                with artifact_runner(Path(path), metadata, source.predict, threads, flip_test=True) as runner:
+                    flipped = runner(frames)
+                row["task_flip"] = task_metrics(samples, flipped.keypoints, flipped.scores, source.schema)
+                row["flip_keypoints_max_px"] = keypoints_max_px(eval_kps, flipped.keypoints)
             row["failure"] = _check(key, row, thresholds)
             report["artifacts"][key] = row
     finally:
         torch.set_num_threads(previous_threads)
     report["failures"] = [f"{k}: {r['failure']}" for k, r in report["artifacts"].items() if r["failure"]]
     return report
-
-
-def _predict_frames_eval(source: Any, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-    """The run's evaluation path exactly (``training.predict.predict_frames`` with its own PredictConfig)."""
-    from training.predict import predict_frames
-
-    perm = flip_indices_from_pairs(source.schema.num_keypoints, source.schema.flip_pairs)
-    return predict_frames(source.model, frames, source.input_wh, source.predict, perm)
 
 
 def _check(key: str, row: dict[str, Any], limits: Thresholds) -> str | None:
@@ -393,20 +368,22 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{report['data']['crops']} crops ({report['data']['crop_boxes']})",
         f"- decode: {report['decode']['method']}; deviations in crop input pixels; PCK agreement within "
         f"{report['pck_agreement_threshold']}",
-        f"- task metric: {metric} and RMSE through the two-pass detector-free path, flip test off "
+        f"- task metric: {metric} and RMSE through the two-pass detector-free path (tardis_edge.predict; each artifact "
+        "in the edge runtime's Runner), flip test off "
         f"(PyTorch {_fmt(ref['pytorch']['task'][metric])}; with {ref['pytorch_eval']['note']}: "
         f"{_fmt(ref['pytorch_eval']['task'][metric])})",
         f"- CPU: {report['environment']['cpu']}, {report['environment']['threads']} threads, ONNX Runtime "
         f"{report['environment']['onnxruntime']}",
         "",
         f"| artifact | max dev px | mean dev px | PCK agreement | found mismatches | score max dev | {metric} | "
-        "drop (points) | RMSE px | latency b1 / b8 ms | speedup vs PyTorch b1 / b8 | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "drop (points) | RMSE px | two-pass max dev image px | latency b1 / b8 ms | speedup vs PyTorch b1 / b8 | "
+        "result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref_lat = ref["pytorch"].get("latency_ms", {})
     lines.append(
         f"| PyTorch (reference) | | | | | | {_fmt(ref['pytorch']['task'][metric])} | | "
-        f"{_fmt(ref['pytorch']['task'].get('rmse_px'))} | {_fmt(ref_lat.get('batch1'))} / "
+        f"{_fmt(ref['pytorch']['task'].get('rmse_px'))} | | {_fmt(ref_lat.get('batch1'))} / "
         f"{_fmt(ref_lat.get('batch8'))} | 1 / 1 | |"
     )
     for key, row in report["artifacts"].items():
@@ -416,7 +393,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| {key} (`{row['file']}`) | {_fmt(d['max_px'])} | {_fmt(d['mean_px'])} | {_fmt(d['pck_agreement'])} | "
             f"{d['found_mismatches']} | {_fmt(d['score_max_abs'])} | {_fmt(row['task'][metric])} | "
             f"{_fmt(row['task_drop_points'], 3)} | {_fmt(row['task'].get('rmse_px'))} | "
-            f"{_fmt(lat.get('batch1'))} / {_fmt(lat.get('batch8'))} | "
+            f"{_fmt(row['keypoints_max_px'])} | {_fmt(lat.get('batch1'))} / {_fmt(lat.get('batch8'))} | "
             f"{_fmt(speed.get('batch1'), 3)} / {_fmt(speed.get('batch8'), 3)} | {result} |"
         )
     for key, row in report["artifacts"].items():
@@ -425,7 +402,8 @@ def report_markdown(report: dict[str, Any]) -> str:
                 "",
                 f"{key} with the flip test outside the graph (the run's own evaluation setting): {metric} "
                 f"{_fmt(row['task_flip'][metric])}, RMSE {_fmt(row['task_flip'].get('rmse_px'))} px (PyTorch: "
-                f"{_fmt(ref['pytorch_eval']['task'][metric])}, {_fmt(ref['pytorch_eval']['task'].get('rmse_px'))} px).",
+                f"{_fmt(ref['pytorch_eval']['task'][metric])}, {_fmt(ref['pytorch_eval']['task'].get('rmse_px'))} px); "
+                f"keypoints within {_fmt(row['flip_keypoints_max_px'])} image px of the evaluation's.",
             ]
     t = report["thresholds"]
     lines += [

@@ -12,9 +12,9 @@ Backends (``backend=``):
 Triton is optional: it is imported only when a Triton backend is used, and its absence raises an error that
 names the ``kernels`` extra.
 
-The soft-argmax as a decode method is not part of ``tardis_edge.decode.decode_heatmaps``; here it decodes to
-``soft_argmax`` keypoints with the heatmap maximum as score, invalid rows (score <= 0) at ``(-1, -1)`` as for
-the other methods, so ``score <= 0`` means "not found" whichever the method.
+The soft-argmax as a decode method follows ``tardis_edge.decode.decode_heatmaps``: ``soft_argmax`` keypoints
+with the heatmap maximum as score, invalid rows (score <= 0) at ``(-1, -1)`` as for the other methods, so
+``score <= 0`` means "not found" whichever the method.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from tardis_edge import decode as reference
 
 BACKENDS = ("auto", "triton", "torch")
-METHODS = (*reference.METHODS, "softargmax", "soft-argmax")
+METHODS = (*reference.DECODE_METHODS, "soft-argmax")
 
 
 def _triton_ops() -> ModuleType:
@@ -130,14 +130,7 @@ def reference_decode(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The PyTorch composition the fused kernel reproduces (arguments and results as ``decode_heatmaps``)."""
     method = _check_method(method, beta)
-    if method == "softargmax":
-        _, scores = reference.heatmap_argmax(heatmaps)
-        # the expectation itself in float32 (the reference returns the input's dtype; decode returns float32)
-        maps = heatmaps.float() if heatmaps.dtype in (torch.float16, torch.bfloat16) else heatmaps
-        keypoints = reference.soft_argmax(maps, _check_beta(beta)).float()
-        keypoints = torch.where((scores > 0).unsqueeze(-1), keypoints, torch.full_like(keypoints, -1.0))
-    else:
-        keypoints, scores = reference.decode_heatmaps(heatmaps, method, blur_kernel)
+    keypoints, scores = reference.decode_heatmaps(heatmaps, method, blur_kernel, softargmax_beta=beta)
     if crop_to_image is not None:
         keypoints = reference.keypoints_to_image(keypoints, crop_to_image)
     return keypoints, scores

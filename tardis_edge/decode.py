@@ -4,8 +4,9 @@ C++ library. Batched, any device, any float dtype (computed in float32).
 Conventions (``../shared/golden/golden.json`` states them in words; ``tardis_edge.geometry`` owns the
 frames): keypoints are ``(x, y)`` in *heatmap pixels*; multiply by the heatmap stride for input pixels.
 The score of a keypoint is its heatmap maximum. **Invalid rows**: where the maximum is ``<= 0`` the
-keypoint is reported at ``(-1, -1)`` with its (non-positive) score; callers treat ``score <= 0`` as
-"not found". Ties resolve to the first maximum in row-major order.
+keypoint is reported at ``(-1, -1)`` with its (non-positive) score, whichever the method (the soft-argmax
+decode included); callers treat ``score <= 0`` as "not found". Ties resolve to the first maximum in
+row-major order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-METHODS = ("argmax", "msra", "dark")
+METHODS = ("argmax", "msra", "dark")  # peak decoders
+DECODE_METHODS = (*METHODS, "softargmax")  # what PredictConfig.decode and the artifacts' decode_method may name
 DARK_BLUR_KERNEL = 11
 
 
@@ -116,25 +118,36 @@ def _dark_refine(heatmaps: torch.Tensor, keypoints: torch.Tensor, blur_kernel: i
 
 
 def decode_heatmaps(
-    heatmaps: torch.Tensor, method: str = "msra", blur_kernel: int = DARK_BLUR_KERNEL
+    heatmaps: torch.Tensor,
+    method: str = "msra",
+    blur_kernel: int = DARK_BLUR_KERNEL,
+    softargmax_beta: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode keypoints from heatmaps.
 
     Args:
         heatmaps: ``(N, K, H, W)`` float tensor.
         method: ``"argmax"`` (integer peak), ``"msra"`` (peak + quarter-pixel step toward the higher
-            neighbour) or ``"dark"`` (peak + Newton step on the blurred log-heatmap).
+            neighbour), ``"dark"`` (peak + Newton step on the blurred log-heatmap) or ``"softargmax"``
+            (``soft_argmax`` expectation, score still the heatmap maximum).
         blur_kernel: DARK's Gaussian blur size (odd).
+        softargmax_beta: the soft-argmax inverse temperature, required for ``"softargmax"``.
 
     Returns:
         ``(keypoints, scores)``: ``(N, K, 2)`` float32 ``(x, y)`` in heatmap pixels and ``(N, K)`` float32
-        heatmap maxima. Rows with ``score <= 0`` are invalid and reported at ``(-1, -1)``.
+        heatmap maxima. Rows with ``score <= 0`` are invalid and reported at ``(-1, -1)``, for every method.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown decode method {method!r}; choose one of {', '.join(METHODS)} (or soft_argmax)")
+    if method not in DECODE_METHODS:
+        raise ValueError(f"unknown decode method {method!r}; choose one of {', '.join(DECODE_METHODS)}")
     keypoints, scores = heatmap_argmax(heatmaps)
     valid = (scores > 0).unsqueeze(-1)
-    if method == "msra":
+    if method == "softargmax":
+        if softargmax_beta is None:
+            raise ValueError("decode method 'softargmax' needs softargmax_beta (PredictConfig.softargmax_beta)")
+        # the expectation in float32 at least: half-precision maps would round image-scale coordinates
+        maps = heatmaps.float() if heatmaps.dtype in (torch.float16, torch.bfloat16) else heatmaps
+        keypoints = torch.where(valid, soft_argmax(maps, softargmax_beta).float(), keypoints)
+    elif method == "msra":
         keypoints = torch.where(valid, _msra_refine(heatmaps, keypoints), keypoints)
     elif method == "dark":
         if blur_kernel % 2 != 1:

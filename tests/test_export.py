@@ -18,19 +18,18 @@ import pytest
 import torch
 import yaml
 
-from export.calibration import calibration_crops, crop_images, labelled_boxes
+from export.calibration import calibration_crops, labelled_boxes
 from export.cli import EXIT_THRESHOLD, main
 from export.onnx_export import check_opset, decode_node_names
 from export.pipeline import ExportOptions, export_artifact
 from export.source import load_source, load_split
 from export.verify import (
     Thresholds,
+    artifact_runner,
     crop_deviation,
     in_batches,
-    ort_runner,
+    on_crops,
     ort_session,
-    torch_runner,
-    two_pass,
     verify,
     write_report,
 )
@@ -40,7 +39,7 @@ from tardis_edge.codec import encode_gaussian_targets
 from tardis_edge.config import to_dict
 from tardis_edge.data import load_dataset, openfield_split, read_sample_image
 from tardis_edge.models import ModelConfig, build_model
-from training.predict import PredictConfig, predict_frames
+from tardis_edge.predict import PredictConfig, crop_batch
 
 INPUT = 64
 STRIDE = 4
@@ -57,7 +56,7 @@ def fit_small_model(openfield_dir: Path):
     )  # fmt: skip
     model = build_model(config).eval()
     samples = train.samples[:12]
-    crops, affines = crop_images(
+    crops, affines = crop_batch(
         [read_sample_image(s) for s in samples], labelled_boxes(samples, (INPUT, INPUT), 1.25), (INPUT, INPUT)
     )
     keypoints = np.stack([s.keypoints_xy @ m[:, :2].T + m[:, 2] for s, m in zip(samples, affines, strict=True)])
@@ -117,20 +116,24 @@ def held_out(source):
     """Crops of 6 held-out frames from their labelled boxes, and the frames' samples."""
     _, _, test = load_split(source)
     samples = test.samples[:6]
-    crops, _ = crop_images(
+    crops, _ = crop_batch(
         [read_sample_image(s) for s in samples], labelled_boxes(samples, (INPUT, INPUT), 1.25), (INPUT, INPUT)
     )
     return samples, crops
 
 
 def reference_run(source):
-    return torch_runner(source.model, source.predict.decode, source.predict.softargmax_beta, source.stride)
+    """The PyTorch model on crops as verification runs it: keypoints in crop input pixels, no flip test."""
+    from kernels.predict import model_crop_runner
+
+    cfg = replace(source.predict, flip_test=False)
+    return on_crops(model_crop_runner(source.model, cfg), cfg)
 
 
 def onnx_run(source, path):
-    return ort_runner(
-        ort_session(path, threads=1), source.predict.decode, source.predict.softargmax_beta, source.stride
-    )
+    """An exported graph in the runtime's Runner on crops (keypoints in crop input pixels), as verification runs it."""
+    runner = artifact_runner(path, ArtifactMetadata.load(path.parent), replace(source.predict, flip_test=False), 1)
+    return runner.infer_crops
 
 
 # --------------------------------------------------------------------------------------------- FP32
@@ -237,17 +240,6 @@ def test_int8_graph_is_symmetric_qdq_with_head_final_and_decode_unquantized(sour
 
 
 # ------------------------------------------------------------------------------------- verification
-def test_two_pass_path_equals_training_predict_frames(source, held_out):
-    samples, _ = held_out
-    frames = [read_sample_image(s) for s in samples]
-    cfg = replace(source.predict, flip_test=False)
-    keypoints, scores = two_pass(reference_run(source), frames, source.input_wh, cfg)
-    expected, expected_scores, _ = predict_frames(source.model, frames, source.input_wh, cfg, None)
-    # same crops and decode; only oneDNN's batch-size-dependent summation order differs (batches of 8 vs 16)
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(keypoints, expected, atol=1e-6, equal_nan=True)
-
-
 def test_verify_reports_every_artifact_and_names_a_failure(source, artifact, tmp_path):
     _, paths, _ = artifact
     chosen = {k: paths[k] for k in ("fp32", "fp32_heatmaps", "int8_qdq")}

@@ -349,6 +349,49 @@ def test_auto_backend_runs_the_reference_on_cpu():
         assert xy.dtype == torch.float64 and torch.equal(xy, reference.soft_argmax(heatmaps, 2.0))
 
 
+@pytest.mark.parametrize("method", ["msra", "softargmax"])
+def test_evaluation_dispatch_decodes_through_the_kernel(monkeypatch, openfield_dir, method):
+    """Training evaluation (``training.keypoints.evaluate_model``, the two-pass predictor with the PyTorch crop
+    runner ``kernels.predict.model_crop_runner``) decodes through the fused kernel with its crop->image epilogue: on
+    CUDA by default ("auto"), here on CPU under the interpreter when the Triton backend is asked for. The kernel
+    is seen to launch, with the affines, and gives the PyTorch reference's image-pixel keypoints."""
+    from test_runtime_support import INPUT_WH, pooling_model
+
+    from tardis_edge.data import load_dataset
+    from tardis_edge.predict import PredictConfig
+    from training.keypoints import evaluate_model
+
+    launches = []
+    launch = triton_decode.launch_decode
+
+    def spy(heatmaps, method, beta=None, crop_to_image=None, **kwargs):
+        launches.append((heatmaps.device.type, crop_to_image is not None))
+        return launch(heatmaps, method, beta, crop_to_image, **kwargs)
+
+    monkeypatch.setattr(triton_decode, "launch_decode", spy)
+    dataset = load_dataset(openfield_dir)
+    samples, schema = dataset.samples[95:98], dataset.schema  # three of the openfield test frames
+    model = pooling_model(schema.num_keypoints).to(DEVICE)
+    cfg = PredictConfig(decode=method, flip_test=True, two_pass=True, batch_size=2)  # batches of 2 and 1
+
+    def evaluate(backend: str) -> tuple[dict, np.ndarray, np.ndarray]:
+        launches.clear()
+        return evaluate_model(model, samples, schema, INPUT_WH, cfg, DEVICE, decode_backend=backend)
+
+    metrics, keypoints, scores = evaluate("triton")
+    assert launches == [(DEVICE.type, True)] * 4, "two passes of two batches, each one fused decode to image px"
+    ref_metrics, ref_keypoints, ref_scores = evaluate("torch")
+    assert launches == []
+    assert np.isfinite(ref_keypoints).all() and (ref_scores > 0).all()
+    np.testing.assert_array_equal(scores, ref_scores)
+    np.testing.assert_allclose(keypoints, ref_keypoints, atol=IMAGE_ATOL, rtol=0)
+    assert metrics["rmse_px"] == pytest.approx(ref_metrics["rmse_px"], abs=IMAGE_ATOL)
+    # "auto", the default: the kernel on CUDA, the reference elsewhere
+    _, auto_keypoints, _ = evaluate("auto")
+    assert len(launches) == (4 if ON_CUDA else 0)
+    np.testing.assert_allclose(auto_keypoints, ref_keypoints, atol=IMAGE_ATOL, rtol=0)
+
+
 def test_empty_batch():
     keypoints, scores = kernels.decode_heatmaps(torch.zeros(0, 17, 8, 8, device=DEVICE), "argmax", backend="triton")
     assert keypoints.shape == (0, 17, 2) and scores.shape == (0, 17)

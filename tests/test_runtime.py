@@ -1,5 +1,5 @@
 """The edge runtime's runner (tardis_edge.runtime): torch-free import, ONNX Runtime on small real artifacts, the
-decode in the graph vs in NumPy, parity with training/predict.py's crops, frame checks and option errors."""
+decode in the graph vs in NumPy, parity with the evaluation path's crops, frame checks and option errors."""
 
 import subprocess
 import sys
@@ -87,12 +87,15 @@ def test_decode_in_graph_equals_numpy_decode(tmp_path, frames, method):
     np.testing.assert_allclose([x.as_xywh() for x in a.boxes], [x.as_xywh() for x in b.boxes], atol=1e-4)
 
 
-def test_crops_and_inverse_match_training_predict(artifact, frames):
-    """Same frames through training/predict.py (PyTorch) and the runtime (ONNX Runtime): same keypoints."""
-    from training.predict import PredictConfig, predict_frames
+def test_crops_and_inverse_match_the_evaluation_path(artifact, frames):
+    """Same frames through the evaluation path (PyTorch crop runner) and the runtime (ONNX Runtime): same keypoints."""
+    from kernels.predict import model_crop_runner
+    from tardis_edge.predict import PredictConfig, predict_frames
 
     cfg = PredictConfig(decode="msra", flip_test=False, two_pass=True, batch_size=3)
-    ref_kps, ref_scores, ref_boxes = predict_frames(pooling_model(2), frames, INPUT_WH, cfg, None)
+    ref_kps, ref_scores, ref_boxes = predict_frames(
+        model_crop_runner(pooling_model(2), cfg, None), frames, INPUT_WH, cfg
+    )
     with open_runner(artifact, batch_size=3) as runner:
         result = runner(frames)
     np.testing.assert_allclose(result.keypoints, ref_kps, atol=1e-4)
@@ -100,12 +103,13 @@ def test_crops_and_inverse_match_training_predict(artifact, frames):
     np.testing.assert_allclose([b.as_xywh() for b in result.boxes], [b.as_xywh() for b in ref_boxes], atol=1e-6)
 
 
-def test_flip_test_matches_training_predict(tmp_path, frames):
-    from training.predict import PredictConfig, predict_frames
+def test_flip_test_matches_the_evaluation_path(tmp_path, frames):
+    from kernels.predict import model_crop_runner
+    from tardis_edge.predict import PredictConfig, predict_frames
 
     folder = build_artifact(tmp_path / "flip", flip_pairs=[[0, 1]])
     cfg = PredictConfig(decode="msra", flip_test=True, two_pass=True)
-    ref_kps, ref_scores, _ = predict_frames(pooling_model(2), frames, INPUT_WH, cfg, [1, 0])
+    ref_kps, ref_scores, _ = predict_frames(model_crop_runner(pooling_model(2), cfg, [1, 0]), frames, INPUT_WH, cfg)
     with open_runner(folder, decode="numpy", flip_test=True) as runner:
         result = runner(frames)
     np.testing.assert_allclose(result.keypoints, ref_kps, atol=1e-4)

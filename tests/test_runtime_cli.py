@@ -246,12 +246,14 @@ def test_bench_reports_latency_per_batch_size(tmp_path, artifact, capsys):
 
 def test_eval_matches_training_evaluation_without_torch(tmp_path, openfield_dir):
     """``tardis-edge eval`` (ONNX Runtime, NumPy decode, flip test) on the openfield test split gives the metrics of
-    the training evaluation path (training/predict.py in PyTorch + tardis_edge.metrics), and never imports torch."""
+    the training evaluation path (the PyTorch crop runner in tardis_edge.predict + tardis_edge.metrics), and never
+    imports torch."""
     from test_runtime_support import INPUT_WH, pooling_model
 
+    from kernels.predict import model_crop_runner
     from tardis_edge.data import load_dataset, openfield_split, read_sample_image
     from tardis_edge.metrics import evaluate_predictions
-    from training.predict import PredictConfig, predict_frames
+    from tardis_edge.predict import PredictConfig, predict_frames
 
     folder = build_artifact(tmp_path / "of", names=OPENFIELD_NAMES, flip_pairs=[[1, 2]])
     out = tmp_path / "metrics.json"
@@ -269,7 +271,7 @@ def test_eval_matches_training_evaluation_without_torch(tmp_path, openfield_dir)
     test = openfield_split(dataset)[1]
     images = [read_sample_image(s) for s in test.samples]
     cfg = PredictConfig(decode="msra", flip_test=True, two_pass=True)
-    kps, scores, _ = predict_frames(pooling_model(4), images, INPUT_WH, cfg, [0, 2, 1, 3])
+    kps, scores, _ = predict_frames(model_crop_runner(pooling_model(4), cfg, [0, 2, 1, 3]), images, INPUT_WH, cfg)
     reference = evaluate_predictions(test, kps, scores, dataset.schema)
     assert metrics["num_samples"] == reference["num_samples"] == 21
     for key in ("rmse_px", "mean_px", "PCK@0.05", "PCK@0.1", "AP"):

@@ -1,15 +1,15 @@
-"""The runtime's NumPy decode (tardis_edge.runtime.decode_np) against ../shared/golden/heatmap_codec.npz and the
-torch reference (tardis_edge.decode / codec) it mirrors."""
+"""The NumPy decode (tardis_edge.decode_np, the runtime's and the two-pass predictor's) against
+../shared/golden/heatmap_codec.npz and the torch reference (tardis_edge.decode / codec) it mirrors."""
 
 import numpy as np
 import pytest
 import torch
 
+from tardis_edge import decode_np
 from tardis_edge.codec import flip_heatmaps as torch_flip_heatmaps
 from tardis_edge.codec import flip_indices_from_pairs, flip_shift_px
 from tardis_edge.decode import decode_heatmaps as torch_decode
 from tardis_edge.decode import soft_argmax as torch_soft_argmax
-from tardis_edge.runtime import decode_np
 
 STRIDE = 4.0  # golden: 256x256 input, 64x64 heatmaps
 
@@ -70,8 +70,14 @@ def test_numpy_soft_argmax_and_softargmax_method_equal_torch():
     h = _awkward_heatmaps(3)
     np.testing.assert_allclose(decode_np.soft_argmax(h, 7.5), torch_soft_argmax(torch.from_numpy(h), 7.5), atol=2e-5)
     kps, scores = decode_np.decode_heatmaps(h, "softargmax", softargmax_beta=7.5)
-    np.testing.assert_allclose(kps, torch_soft_argmax(torch.from_numpy(h), 7.5), atol=2e-5)
-    np.testing.assert_array_equal(scores, torch_decode(torch.from_numpy(h), "argmax")[1].numpy())
+    ref_kps, ref_scores = torch_decode(torch.from_numpy(h), "softargmax", softargmax_beta=7.5)
+    np.testing.assert_allclose(kps, ref_kps.numpy(), atol=2e-5)
+    np.testing.assert_array_equal(scores, ref_scores.numpy())
+    # one rule for invalid rows whatever the method: score <= 0 sits at (-1, -1), the soft-argmax included
+    invalid = scores <= 0
+    assert invalid.sum() >= 2
+    np.testing.assert_array_equal(kps[invalid], -1.0)
+    np.testing.assert_allclose(kps[~invalid], torch_soft_argmax(torch.from_numpy(h), 7.5).numpy()[~invalid], atol=2e-5)
 
 
 @pytest.mark.parametrize("input_w,heatmap_w", [(256, 64), (192, 48), (64, 16), (250, 125)])

@@ -1,6 +1,6 @@
 """The runtime on an artifact written by the real exporter (tardis-export) from a small fitted model: the same
-keypoints as training/predict.py (the evaluation path) through ONNX Runtime with the decode in the graph, the NumPy
-decode with flip test, the PyTorch backend, and FP16.
+keypoints as the evaluation path (the PyTorch model through tardis_edge.predict) through ONNX Runtime with the
+decode in the graph, the NumPy decode with flip test, the PyTorch backend, and FP16.
 
 The model and run folder come from tests/test_export.py (RepVGG-A0 at 64x64 whose head is fitted by least squares
 to Gaussian targets, so heatmaps have real peaks).
@@ -35,14 +35,16 @@ def exported(tmp_path_factory, openfield_dir):
 
 @pytest.fixture(scope="module")
 def reference(exported):
-    """training/predict.py's detector-free two-pass keypoints (the evaluation path), without and with flip test."""
-    from training.predict import PredictConfig, predict_frames
+    """The evaluation path's detector-free two-pass keypoints (PyTorch crop runner), without and with flip test."""
+    from kernels.predict import model_crop_runner
+    from tardis_edge.predict import PredictConfig, predict_frames
 
     model, _, _, frames, _ = exported
     out = {}
     for flip_test in (False, True):
         cfg = PredictConfig(decode="msra", flip_test=flip_test, two_pass=True)
-        keypoints, scores, _ = predict_frames(model, frames, (64, 64), cfg, [0, 2, 1, 3] if flip_test else None)
+        run = model_crop_runner(model, cfg, [0, 2, 1, 3] if flip_test else None)
+        keypoints, scores, _ = predict_frames(run, frames, (64, 64), cfg)
         out[flip_test] = keypoints, scores
     return out
 
@@ -66,11 +68,12 @@ def test_onnx_runtime_reproduces_the_evaluation_path(exported, reference, decode
 
 @pytest.mark.parametrize("decode", ["graph", "numpy"])
 def test_dark_decode_in_graph_and_numpy_reproduces_the_evaluation_path(exported, decode):
-    from training.predict import PredictConfig, predict_frames
+    from kernels.predict import model_crop_runner
+    from tardis_edge.predict import PredictConfig, predict_frames
 
     model, run, _, frames, _ = exported
     cfg = PredictConfig(decode="dark", flip_test=False, two_pass=True)
-    ref_kps, ref_scores, _ = predict_frames(model, frames, (64, 64), cfg, None)
+    ref_kps, ref_scores, _ = predict_frames(model_crop_runner(model, cfg), frames, (64, 64), cfg)
     with open_runner(run / "artifact_dark", decode=decode) as runner:
         assert runner.decode_method == "dark"
         result = runner(frames)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tardis_edge import geometry
 from tardis_edge.augment import PhotometricConfig, photometric
 from tardis_edge.codec import flip_indices_from_pairs
+from tardis_edge.predict import PredictConfig, predict_frames
 from training.common import (
     Dist,
     History,
@@ -35,7 +36,6 @@ from training.common import (
     write_json,
 )
 from training.distill import Clock, GeometricConfig, crop_config, lr_at
-from training.predict import PredictConfig, predict_frames
 
 LOG = logging.getLogger("tardis")
 
@@ -122,15 +122,24 @@ def integral_loss(
     return (err * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def evaluate_model(model, samples, schema, input_wh, cfg: PredictConfig, device) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Detector-free prediction on ``samples`` and the project's metrics (RMSE/PCK/AP)."""
+def evaluate_model(
+    model, samples, schema, input_wh, cfg: PredictConfig, device, decode_backend: str = "auto"
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Detector-free prediction on ``samples`` (``tardis_edge.predict``) and the project's metrics (RMSE/PCK/AP).
+
+    The model is the predictor's crop runner (``kernels.predict.model_crop_runner``): its heatmaps decode through
+    ``kernels.decode_heatmaps`` with ``decode_backend`` (``"auto"``: the Triton kernel on CUDA, the PyTorch
+    reference on CPU).
+    """
+    from kernels.predict import model_crop_runner
     from tardis_edge.data.dataset import read_sample_image
     from tardis_edge.metrics import evaluate_predictions
 
     model.eval()
     images = [read_sample_image(s) for s in samples]
     perm = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)
-    kps, scores, _ = predict_frames(model, images, input_wh, cfg, perm, device)
+    run = model_crop_runner(model, cfg, perm, device, backend=decode_backend)
+    kps, scores, _ = predict_frames(run, images, input_wh, cfg)
     metrics = evaluate_predictions(samples, kps, scores, schema)
     return metrics, kps, scores
 

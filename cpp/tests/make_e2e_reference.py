@@ -117,7 +117,7 @@ def reference(artifact: Path, frames_dir: Path, boxes: dict[str, tuple[float, fl
     import onnxruntime as ort
     import torch
 
-    from tardis_edge.decode import decode_heatmaps, keypoints_to_image, soft_argmax
+    from tardis_edge.decode import decode_heatmaps, keypoints_to_image
 
     meta = ArtifactMetadata.load(artifact)
     entry = heatmap_entry(meta)
@@ -136,11 +136,8 @@ def reference(artifact: Path, frames_dir: Path, boxes: dict[str, tuple[float, fl
             crop = warp_image(image, m, input_wh)  # (H_in, W_in, 3) uint8
             x = np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)  # (1, 3, H_in, W_in)
             heatmaps = torch.from_numpy(session.run([OUTPUT_HEATMAPS], {"image": x})[0])  # (1, K, H_hm, W_hm)
-            if meta.decode_method in ("soft_argmax", "softargmax"):
-                kps = soft_argmax(heatmaps, float(meta.softargmax_beta))
-                scores = heatmaps.flatten(2).amax(-1)
-            else:
-                kps, scores = decode_heatmaps(heatmaps, meta.decode_method)
+            method = "softargmax" if meta.decode_method == "soft_argmax" else meta.decode_method
+            kps, scores = decode_heatmaps(heatmaps, method, softargmax_beta=meta.softargmax_beta)
             to_image = torch.from_numpy(heatmap_to_image_affine(m, meta.stride)[None])  # (1, 2, 3)
             xy = keypoints_to_image(kps.double(), to_image)[0].numpy()  # (K, 2) image pixels
             s = scores[0].numpy()

@@ -1,24 +1,25 @@
 """Crop boxes for the edge runtime without a detector (single animal), and boxes from the user's own detector.
 
-Detector-free, as evaluation does it (``training/predict.py``'s two passes): a frame with no box yet is run on the
-whole frame (``geometry.box_from_image``), then on a padded box around the confident keypoints (the *refine*
-pass). On video, ``BoxFollower`` carries the box from frame to frame: the next frame starts from a box around this
-frame's confident keypoints — padded 1.6 to leave room for motion, moved on by the animal's recent velocity, its
-size (optionally its centre) smoothed by an exponential moving average — and is refined at the trained padding
-1.25. It drops back to the whole frame when the animal is lost (mean score below a threshold, or too few confident
-keypoints).
+Detector-free, as evaluation does it (the two passes of ``tardis_edge.predict``): a frame with no box yet is run
+on the whole frame (``geometry.box_from_image``), then on a padded box around the confident keypoints (the
+*refine* pass, ``tardis_edge.predict.box_from_prediction``). On video, ``BoxFollower`` carries the box from frame
+to frame: the next frame starts from a box around this frame's confident keypoints — padded 1.6 to leave room for
+motion, moved on by the animal's recent velocity, its size (optionally its centre) smoothed by an exponential
+moving average — and is refined at the trained padding 1.25. It drops back to the whole frame when the animal is
+lost (mean score below a threshold, or too few confident keypoints).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from tardis_edge import geometry
+from tardis_edge.predict import PredictConfig, confident
 
 BOX_COLUMNS = ("frame", "x", "y", "w", "h")
 
@@ -27,7 +28,7 @@ BOX_COLUMNS = ("frame", "x", "y", "w", "h")
 class FollowConfig:
     """How boxes are found and followed without a detector."""
 
-    min_score: float = 0.2  # a keypoint is confident above this score (training.predict's box_min_score)
+    min_score: float = 0.2  # a keypoint is confident above this score (PredictConfig.box_min_score)
     min_keypoints: int = 2  # lost with fewer confident keypoints than this (capped at K)
     lost_mean_score: float = 0.1  # lost when the mean score of all keypoints falls below this
     smoothing: float = 0.5  # EMA weight of the newest box size (1: no smoothing): steadies the zoom
@@ -43,7 +44,7 @@ class FollowConfig:
     # The box a video frame starts from is wider, so the motion since the previous frame stays inside it and the
     # first pass sees the whole animal; the refine pass then crops at ``padding``.
     track_padding: float = 1.6
-    min_size: float = 16.0  # image pixels; lower bound of the unpadded box side (training.predict's box_min_size)
+    min_size: float = 16.0  # image pixels; lower bound of the unpadded box side (PredictConfig.box_min_size)
 
     def __post_init__(self) -> None:
         for name in ("smoothing", "centre_smoothing", "velocity_smoothing"):
@@ -60,31 +61,9 @@ class FollowConfig:
                 f"{self.padding} and {self.track_padding}"
             )
 
-
-def confident(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> np.ndarray:
-    """``(K,)`` mask of keypoints with finite coordinates and a score above ``min_score``."""
-    return np.isfinite(keypoints).all(axis=-1) & (scores > min_score)
-
-
-def box_from_prediction(
-    keypoints: np.ndarray,
-    scores: np.ndarray,
-    fallback: geometry.CropBox,
-    input_wh: tuple[int, int],
-    cfg: FollowConfig,
-) -> geometry.CropBox:
-    """Padded box around the confident keypoints of one prediction, ``fallback`` when none is confident.
-
-    Same rule as ``training.predict.box_from_prediction`` (which evaluation uses for its second pass).
-
-    Args:
-        keypoints: ``(K, 2)`` image pixels (NaN: not found).
-        scores: ``(K,)``.
-    """
-    ok = confident(keypoints, scores, cfg.min_score)
-    if not ok.any():
-        return fallback
-    return geometry.box_from_keypoints(keypoints, ok, input_wh, padding=cfg.padding, min_size=cfg.min_size)
+    def refine_config(self, predict: PredictConfig) -> PredictConfig:
+        """``predict`` with this follower's refine-box rule (confidence threshold, padding, minimum size)."""
+        return replace(predict, box_min_score=self.min_score, padding=self.padding, box_min_size=self.min_size)
 
 
 def is_lost(scores: np.ndarray, keypoints: np.ndarray, cfg: FollowConfig) -> bool:

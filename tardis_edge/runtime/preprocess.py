@@ -1,8 +1,7 @@
-"""Pre-processing for the edge runtime (no torch): frame checks, colour order, and the top-down crop.
+"""Pre-processing for the edge runtime (no torch): frame checks and colour order.
 
-The crop is exactly the one training and evaluation use (``training/predict.py``): ``geometry.crop_affine`` of
-the box, ``cv2.warpAffine`` (``geometry.warp_image``: bilinear, black border), stacked as float32
-``(N, 3, H_in, W_in)`` RGB 0..255 — the artifact's input; normalisation is inside the graph.
+The crop itself is the two-pass predictor's (``tardis_edge.predict.crop_batch``), the one training evaluation uses:
+float32 ``(N, 3, H_in, W_in)`` RGB 0..255 — the artifact's input; normalisation is inside the graph.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from tardis_edge import geometry
 
 COLORS = ("RGB", "BGR")
 
@@ -78,30 +75,3 @@ def as_frame_list(frames: np.ndarray | Sequence[np.ndarray], color: str = "RGB")
     if not items:
         raise ValueError("frames: got an empty batch; pass at least one (H, W, 3) uint8 image")
     return [to_rgb(check_frame(f, f"frame {i}"), color) for i, f in enumerate(items)]
-
-
-def crop_batch(
-    frames_rgb: Sequence[np.ndarray], boxes: Sequence[geometry.CropBox], input_wh: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Warp one crop per frame into the network input.
-
-    Args:
-        frames_rgb: RGB uint8 ``(H, W, 3)`` frames.
-        boxes: one crop box per frame, image pixels.
-        input_wh: network input ``(W_in, H_in)``.
-
-    Returns:
-        ``(images (N, 3, H_in, W_in) float32 RGB 0..255, affines (N, 2, 3) float64 image -> input pixels)``.
-    """
-    if len(frames_rgb) != len(boxes):
-        raise ValueError(f"got {len(frames_rgb)} frames but {len(boxes)} boxes; pass one box per frame")
-    affines = np.stack([geometry.crop_affine(box, input_wh) for box in boxes])  # (N, 2, 3)
-    crops = np.stack([geometry.warp_image(f, m, input_wh) for f, m in zip(frames_rgb, affines, strict=True)])
-    images = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, 3, H_in, W_in)
-    return images, affines
-
-
-def input_to_image(keypoints_input: np.ndarray, affines: np.ndarray) -> np.ndarray:
-    """Map ``(N, K, 2)`` crop-input-pixel keypoints through the inverse of each ``(N, 2, 3)`` crop affine."""
-    to_image = geometry.invert_affine(affines)  # (N, 2, 3)
-    return keypoints_input.astype(np.float64) @ to_image[:, :, :2].transpose(0, 2, 1) + to_image[:, None, :, 2]

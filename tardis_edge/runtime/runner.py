@@ -2,20 +2,21 @@
 
 ``open_runner`` reads an artifact folder written by ``tardis-export`` (``model.json`` + ONNX files, or a TensorRT
 engine with its sidecar) — or, for parity checks, a training run's ``model.pt`` — and returns a ``Runner``. The
-runner crops each frame exactly as training and evaluation do (``tardis_edge.runtime.preprocess``), runs the
-backend, decodes in the graph or in NumPy (``decode_np``, identical results), and maps keypoints back through the
-inverse crop affine. No torch is imported unless the PyTorch backend is chosen.
+runner is the backend plugged into the two-pass predictor training evaluation uses (``tardis_edge.predict``): that
+crops each frame, has the backend decode in the graph or hands its heatmaps to ``tardis_edge.decode_np``
+(identical results), and maps keypoints back through the inverse crop affine. No torch is imported unless the
+PyTorch backend is chosen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from tardis_edge import geometry
+from tardis_edge import decode_np, geometry
 from tardis_edge.artifact import (
     METADATA_FILE,
     OUTPUT_HEATMAPS,
@@ -23,10 +24,10 @@ from tardis_edge.artifact import (
     OUTPUT_SCORES,
     ArtifactMetadata,
 )
-from tardis_edge.runtime import decode_np
+from tardis_edge.predict import CropPrediction, PredictConfig, crop_keypoints, predict_boxes, predict_frames
 from tardis_edge.runtime.backends import Backend, InferenceBackend, run_in_chunks
-from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, box_from_prediction, boxes_from_xywh, is_lost
-from tardis_edge.runtime.preprocess import as_frame_list, crop_batch, input_to_image
+from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, boxes_from_xywh, is_lost
+from tardis_edge.runtime.preprocess import as_frame_list
 
 DECODES = ("graph", "numpy")
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -104,6 +105,9 @@ class Runner:
         decode_method: override the artifact's decode method (``decode="numpy"`` only).
         batch_size: most crops per backend call (None: the backend's limit, else all at once).
         follow: thresholds for the detector-free boxes (``boxes.FollowConfig``).
+
+    Attributes:
+        predict_config: the ``PredictConfig`` the runner predicts with (decode, flip test, refine box rule).
     """
 
     def __init__(
@@ -127,6 +131,12 @@ class Runner:
                 f"the artifact's graph decodes with {metadata.decode_method!r}; to decode with {method!r} use "
                 "decode='numpy' (the heatmap graph)"
             )
+        beta = metadata.softargmax_beta
+        if method == "softargmax" and beta is None:
+            raise ValueError(
+                "decode method 'softargmax' needs the artifact's softargmax_beta, and model.json has none; re-export "
+                "with --decode softargmax or choose another decode method"
+            )
         if flip_test and decode == "graph":
             raise ValueError("flip_test averages heatmaps, so it needs decode='numpy' (the artifact's heatmap graph)")
         needed = {OUTPUT_HEATMAPS} if decode == "numpy" else {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
@@ -147,31 +157,36 @@ class Runner:
         self.follow = follow or FollowConfig(padding=metadata.padding)
         self.input_wh = (metadata.input_width, metadata.input_height)
         self.num_keypoints = len(metadata.keypoint_names)
+        self.predict_config = self.follow.refine_config(
+            PredictConfig(
+                decode=method,
+                softargmax_beta=PredictConfig.softargmax_beta if beta is None else float(beta),
+                flip_test=flip_test,
+                two_pass=refine,
+            )
+        )
         self._flip_perm = decode_np.flip_indices_from_pairs(self.num_keypoints, metadata.flip_pairs)
-        self._flip_shift = decode_np.flip_shift_px(metadata.input_width, metadata.heatmap_width)
 
     # ------------------------------------------------------------------ inference on crops
-    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        return run_in_chunks(self.backend, images, self.batch_size)
+    def run_crops(self, images: np.ndarray, input_to_image: np.ndarray) -> CropPrediction:
+        """The crop runner of ``tardis_edge.predict``: the backend's keypoints (crop input pixels; the graph
+        decodes) or heatmaps (decoded by the predictor), ``batch_size`` crops per backend call at most."""
+        out = run_in_chunks(self.backend, images, self.batch_size)
+        if self.decode == "graph":
+            return CropPrediction(keypoints=out[OUTPUT_KEYPOINTS], scores=out[OUTPUT_SCORES])
+        return CropPrediction(heatmaps=out[OUTPUT_HEATMAPS])  # (N, K, H_hm, W_hm)
 
     def infer_crops(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints in crop input pixels and scores for a crop batch.
+        """Keypoints in crop input pixels and scores for a crop batch (decode and flip test as configured).
 
         Args:
             images: float32 ``(N, 3, H_in, W_in)`` RGB 0..255.
 
         Returns:
-            ``(keypoints (N, K, 2) float32 input pixels, scores (N, K) float32)``.
+            ``(keypoints (N, K, 2) float64 input pixels, NaN where score <= 0; scores (N, K) float32)``.
         """
-        if self.decode == "graph":
-            out = self._run(images)
-            return out[OUTPUT_KEYPOINTS], out[OUTPUT_SCORES]
-        heatmaps = self._run(images)[OUTPUT_HEATMAPS]  # (N, K, H_hm, W_hm)
-        if self.flip_test:
-            flipped = self._run(np.ascontiguousarray(images[..., ::-1]))[OUTPUT_HEATMAPS]
-            heatmaps = 0.5 * (heatmaps + decode_np.flip_heatmaps(flipped, self._flip_perm, self._flip_shift))
-        keypoints_hm, scores = decode_np.decode_heatmaps(heatmaps, self.decode_method, self.metadata.softargmax_beta)
-        return keypoints_hm * np.float32(self.metadata.stride), scores
+        identity = np.broadcast_to(np.eye(2, 3), (len(images), 2, 3))
+        return crop_keypoints(self.run_crops, images, identity, self.predict_config, self._flip_perm)
 
     def predict_boxes(
         self, frames_rgb: Sequence[np.ndarray], boxes: Sequence[geometry.CropBox]
@@ -185,23 +200,19 @@ class Runner:
         Returns:
             ``(keypoints (N, K, 2) float64 image pixels, NaN where score <= 0; scores (N, K) float32)``.
         """
-        images, affines = crop_batch(frames_rgb, boxes, self.input_wh)
-        keypoints_input, scores = self.infer_crops(images)
-        keypoints = input_to_image(keypoints_input, affines)
-        keypoints[scores <= 0] = np.nan
-        return keypoints, scores
+        cfg = self._config(len(frames_rgb))
+        return predict_boxes(self.run_crops, frames_rgb, boxes, self.input_wh, cfg, self._flip_perm)
 
-    def _refined(
-        self, frames_rgb: list[np.ndarray], first: list[geometry.CropBox], keypoints: np.ndarray, scores: np.ndarray
-    ) -> PoseResult:
-        if not self.refine:
-            return PoseResult(keypoints, scores, first)
-        second = [
-            box_from_prediction(k, s, b, self.input_wh, self.follow)
-            for k, s, b in zip(keypoints, scores, first, strict=True)
-        ]
-        keypoints, scores = self.predict_boxes(frames_rgb, second)
-        return PoseResult(keypoints, scores, second)
+    def _two_pass(self, frames_rgb: list[np.ndarray], first: list[geometry.CropBox]) -> PoseResult:
+        cfg = self._config(len(frames_rgb))
+        keypoints, scores, boxes = predict_frames(
+            self.run_crops, frames_rgb, self.input_wh, cfg, self._flip_perm, boxes=first
+        )
+        return PoseResult(keypoints, scores, boxes)
+
+    def _config(self, num_frames: int) -> PredictConfig:
+        """``predict_config`` cropping ``batch_size`` frames at a time, or all of them (None: one backend call)."""
+        return replace(self.predict_config, batch_size=self.batch_size or max(1, num_frames))
 
     # ------------------------------------------------------------------ public entry points
     def _initial_boxes(self, frames_rgb: list[np.ndarray], boxes: BoxesArg) -> list[geometry.CropBox]:
@@ -228,9 +239,7 @@ class Runner:
             color: channel order of ``frames``: ``"RGB"`` or ``"BGR"`` (OpenCV).
         """
         rgb = as_frame_list(frames, color)
-        first = self._initial_boxes(rgb, boxes)
-        keypoints, scores = self.predict_boxes(rgb, first)
-        return self._refined(rgb, first, keypoints, scores)
+        return self._two_pass(rgb, self._initial_boxes(rgb, boxes))
 
     def track(
         self,
@@ -272,8 +281,7 @@ class Runner:
                 raise ValueError(f"got {len(rgb)} frames but {len(given)} boxes; pass one box (or None) per frame")
             start = [s if b is None else b for s, b in zip(start, given, strict=True)]
             followed = [f and b is None for f, b in zip(followed, given, strict=True)]
-        keypoints, scores = self.predict_boxes(rgb, start)
-        result = self._refined(rgb, start, keypoints, scores)
+        result = self._two_pass(rgb, start)
         missed = [
             i for i in range(len(rgb)) if followed[i] and is_lost(result.scores[i], result.keypoints[i], self.follow)
         ]

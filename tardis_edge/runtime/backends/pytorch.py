@@ -100,10 +100,8 @@ class PyTorchBackend:
 
 
 def _reference_decode(heatmaps: Any, meta: ArtifactMetadata) -> tuple[Any, Any]:
-    """``tardis_edge.decode`` as ``training.predict.decode`` applies it (heatmap pixels, scores)."""
-    from tardis_edge.decode import decode_heatmaps, soft_argmax
+    """The reference decode ``tardis_edge.decode.decode_heatmaps`` with the artifact's method (heatmap pixels,
+    scores; score <= 0 rows at (-1, -1) for every method)."""
+    from tardis_edge.decode import decode_heatmaps
 
-    if meta.decode_method == "softargmax":
-        _, scores = decode_heatmaps(heatmaps, "argmax")
-        return soft_argmax(heatmaps, float(meta.softargmax_beta or 0.0)), scores
-    return decode_heatmaps(heatmaps, meta.decode_method)
+    return decode_heatmaps(heatmaps, meta.decode_method, softargmax_beta=meta.softargmax_beta)

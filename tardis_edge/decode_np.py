@@ -1,9 +1,10 @@
-"""Heatmap decoding in NumPy for the edge runtime (no torch): a line-by-line mirror of ``tardis_edge.decode``.
+"""Heatmap decoding in NumPy (no torch): a line-by-line mirror of ``tardis_edge.decode``.
 
-Used when the artifact's decode runs outside the graph (``decode="numpy"``, the heatmap graph) and for the flip
-test, which averages heatmaps before decoding. Conventions are the reference's: keypoints ``(x, y)`` in *heatmap
-pixels* (multiply by the stride for crop input pixels), score = heatmap maximum, rows with score ``<= 0`` are
-reported at ``(-1, -1)``, ties go to the first maximum in row-major order, arithmetic in float32.
+The two-pass predictor (``tardis_edge.predict``) decodes with it whenever a crop runner hands back heatmaps: the
+edge runtime's heatmap graph (``decode="numpy"``) and every flip test, which averages heatmaps before decoding.
+Conventions are the reference's: keypoints ``(x, y)`` in *heatmap pixels* (multiply by the stride for crop input
+pixels), score = heatmap maximum, rows with score ``<= 0`` are reported at ``(-1, -1)`` whatever the method (the
+soft-argmax included), ties go to the first maximum in row-major order, arithmetic in float32.
 Tests pin every method to the torch reference and to ``../shared/golden/heatmap_codec.npz``.
 """
 
@@ -163,8 +164,8 @@ def decode_heatmaps(
 
     Returns:
         ``(keypoints (N, K, 2) float32 heatmap pixels, scores (N, K) float32)``; rows with score <= 0 sit at
-        ``(-1, -1)``, except for ``softargmax``, which (as ``training.predict.decode``) keeps the expectation
-        there; callers treat score <= 0 as "not found" either way.
+        ``(-1, -1)`` for every method, the soft-argmax too (as ``tardis_edge.decode``, the kernels and the ONNX
+        graph's decode).
     """
     if method not in METHODS:
         raise ValueError(f"unknown decode method {method!r}; choose one of {', '.join(METHODS)}")
@@ -180,7 +181,7 @@ def decode_heatmaps(
     elif method == "softargmax":
         if softargmax_beta is None:
             raise ValueError("decode method 'softargmax' needs softargmax_beta (the artifact's softargmax_beta)")
-        keypoints = soft_argmax(maps, softargmax_beta)
+        keypoints = np.where(valid, soft_argmax(maps, softargmax_beta), np.float32(-1.0))
     return keypoints.astype(np.float32), scores
 
 
