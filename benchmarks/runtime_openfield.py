@@ -45,7 +45,7 @@ print(json.dumps({"python": platform.python_version(), "onnxruntime": onnxruntim
 def run_predict(python: str, artifact: Path, video: Path, precision: str, out: Path, args: argparse.Namespace) -> dict:
     """One ``tardis-edge predict`` child process: its summary, wall clock and peak RSS."""
     command = [python, "-m", "tardis_edge.runtime", "predict", str(artifact), str(video), "--out", str(out)]
-    command += ["--precision", precision, "--quiet", "--overwrite"]
+    command += ["--precision", precision, "--quiet"]
     if args.overlay:
         command.append("--overlay")
     if args.max_frames is not None:
