@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_repeats=args.latency_repeats,
             metadata=metadata,
         )
-        report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)], torch=True)
+        report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
         json_path, md_path = write_report(report, out)
     except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

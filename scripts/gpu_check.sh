@@ -84,6 +84,8 @@ import re
 import sys
 from pathlib import Path
 
+import torch  # noqa: F401  (loaded, so measurement() records torch, CUDA and the GPU)
+
 from tardis_edge.io import atomic_write_text
 from tardis_edge.provenance import measurement
 
@@ -106,7 +108,7 @@ for line in summary.read_text().splitlines():
     })
 record = {
     "benchmark": "gpu-check",
-    "measured": measurement(f"scripts/gpu_check.sh {args}".strip(), torch=True),
+    "measured": measurement(f"scripts/gpu_check.sh {args}".strip()),
     "gpu": gpu,
     "passed": all(s["passed"] for s in steps),
     "total_seconds": round(sum(s["seconds"] for s in steps), 1),

@@ -1,6 +1,7 @@
 """Provenance: the versions, git SHA and machine state saved beside every checkpoint, artifact and benchmark result.
 
-No torch import at module level: ``versions()`` reports torch only when asked to (the edge runtime has none).
+Imports no torch: torch's version (and CUDA's, the GPU's) is reported when this process has already loaded torch
+(training, export, the benchmarks do; the edge runtime never does).
 """
 
 from __future__ import annotations
@@ -31,12 +32,9 @@ def git_sha() -> str:
         return "unknown"
 
 
-def versions(torch: bool = True) -> dict[str, str]:
-    """Versions of this environment (package, Python, numpy, OpenCV, platform) and the git SHA.
-
-    Args:
-        torch: also torch's version and, when CUDA is available, CUDA's and the GPU's name (imports torch).
-    """
+def versions() -> dict[str, str]:
+    """Versions of this environment (package, Python, numpy, OpenCV, platform, and torch, CUDA and the GPU when torch
+    is loaded) and the git SHA."""
     import numpy
 
     import tardis_edge
@@ -55,13 +53,12 @@ def versions(torch: bool = True) -> dict[str, str]:
         out["opencv"] = cv2.__version__
     except ImportError:
         pass
-    if torch:
-        import torch as torch_module
-
-        out["torch"] = str(torch_module.__version__)  # a TorchVersion: str() keeps the checkpoint weights_only-safe
-        if torch_module.cuda.is_available():
-            out["cuda"] = str(torch_module.version.cuda)
-            out["gpu"] = torch_module.cuda.get_device_name(0)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = str(torch.__version__)  # a TorchVersion: str() keeps the checkpoint weights_only-safe
+        if torch.cuda.is_available():
+            out["cuda"] = str(torch.version.cuda)
+            out["gpu"] = torch.cuda.get_device_name(0)
     return out
 
 
@@ -70,12 +67,11 @@ def load_average() -> list[float] | None:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
-def measurement(command: Sequence[str] | str, torch: bool = False) -> dict[str, Any]:
+def measurement(command: Sequence[str] | str) -> dict[str, Any]:
     """What every file in ``benchmarks/results/`` records about how it was made.
 
     Args:
         command: the command line that produced the result (``sys.argv`` of the script, or a string).
-        torch: include torch's version (imports torch).
     """
     return {
         "command": command if isinstance(command, str) else " ".join(command),
@@ -83,5 +79,5 @@ def measurement(command: Sequence[str] | str, torch: bool = False) -> dict[str, 
         "machine": cpu_name(),
         "cores": os.cpu_count(),
         "load_average_1_5_15min": load_average(),
-        "versions": versions(torch=torch),
+        "versions": versions(),
     }
