@@ -28,18 +28,13 @@ if str(ROOT) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(ROOT))
 
 from tardis_edge.io import atomic_write_text  # noqa: E402
-from tardis_edge.provenance import load_average, measurement  # noqa: E402
+from tardis_edge.provenance import load_average, measurement, runtime_environment  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "openfield-Pranav-2018-10-30" / "videos" / "m3v1mp4.mp4"
 RESULTS = ROOT / "benchmarks" / "results"
 # The comparison the README quotes: DeepLabCut 3 on this video on the same machine, as given in the issue that asked
 # for the runtime (not measured by this script).
 DEEPLABCUT3 = {"fps": 6.3, "peak_memory_gb": 6.4, "source": "issue text, same machine"}
-ENVIRONMENT_PROBE = """
-import importlib.util, json, platform, onnxruntime
-print(json.dumps({"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-                  "torch_installed": importlib.util.find_spec("torch") is not None}))
-"""
 
 
 def run_predict(python: str, artifact: Path, video: Path, precision: str, out: Path, args: argparse.Namespace) -> dict:
@@ -95,7 +90,6 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.video.is_file():
         raise SystemExit(f"video {args.video} not found; pass --video PATH")
     command = ["python", "benchmarks/runtime_openfield.py", *(sys.argv[1:] if argv is None else argv)]
-    probe = subprocess.run([args.python, "-c", ENVIRONMENT_PROBE], capture_output=True, text=True, check=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="runtime-openfield-") as tmp:
         for precision in [p for p in args.precisions.split(",") if p]:
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": f"tardis-edge predict on {args.video}",
         "measured": measurement(command),
         "artifact": str(args.artifact),
-        "runtime_environment": {"interpreter": args.python, **json.loads(probe.stdout)},
+        "runtime_environment": runtime_environment(args.python),
         "peak_memory_method": "maximum resident set size of the predict process (wait4 rusage, as /usr/bin/time -v)",
         "max_frames": args.max_frames,
         "results": results,

@@ -6,6 +6,7 @@ Imports no torch: torch's version (and CUDA's, the GPU's) is reported when this 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -60,6 +61,22 @@ def versions() -> dict[str, str]:
             out["cuda"] = str(torch.version.cuda)
             out["gpu"] = torch.cuda.get_device_name(0)
     return out
+
+
+RUNTIME_PROBE = """
+import importlib.util, json, platform, onnxruntime
+print(json.dumps({"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+                  "torch_installed": importlib.util.find_spec("torch") is not None}))
+"""
+
+
+def runtime_environment(python: str) -> dict[str, Any]:
+    """What a runtime benchmark's child interpreter has: its Python and ONNX Runtime versions, and whether torch is
+    installed there at all (the edge runtime's figures come from an environment without it)."""
+    probe = subprocess.run([python, "-c", RUNTIME_PROBE], capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        raise RuntimeError(f"{python} cannot import the runtime's onnxruntime: {probe.stderr.strip()[-500:]}")
+    return {"interpreter": python, **json.loads(probe.stdout)}
 
 
 def load_average() -> list[float] | None:

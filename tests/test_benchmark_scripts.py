@@ -50,3 +50,26 @@ def test_kernels_bench_records_how_it_was_made(tmp_path):
     out = tmp_path / "decode.json"
     record = kernels_bench.main(["--quick", "--batch", "1", "--methods", "argmax", "--out", str(out)])
     assert MEASURED <= set(record["measured"]) and record["measured"]["command"].startswith("python -m kernels.bench")
+
+
+def test_runtime_eval_openfield_on_a_tiny_artifact(tmp_path, openfield_dir):
+    from openfield_split import openfield_split_of
+
+    from tardis_edge.data import load_dataset
+
+    artifact = build_artifact(tmp_path / "artifact", names=["snout", "leftear", "rightear", "tailbase"])
+    openfield_split_of(load_dataset(openfield_dir)).write(artifact / "split.json")  # as tardis-export copies it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics_test.json").write_text(json.dumps({"num_samples": 4, "rmse_px": 1.5, "per_keypoint": {}}))
+    out = tmp_path / "eval.json"
+    argv = [str(artifact), "--data", str(openfield_dir), "--settings", "fp32-numpy-flip,fp32-graph", "--run", str(run)]
+    record = load_script("runtime_eval_openfield").main([*argv, "--out", str(out)])
+    assert json.loads(out.read_text()) == record
+    assert (
+        MEASURED <= set(record["measured"]) and "--settings fp32-numpy-flip,fp32-graph" in record["measured"]["command"]
+    )
+    assert len(record["runtime_eval"]) == 2
+    for result in record["runtime_eval"].values():
+        assert result["num_samples"] > 0 and result["rmse_px"] > 0 and "--split test" in result["command"]
+    assert record["training_evaluation"]["rmse_px"] == 1.5
