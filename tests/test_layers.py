@@ -22,7 +22,10 @@ except ImportError as e:  # a failure, not a skip: an unchecked graph must not p
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tardis_edge", "training", "export", "kernels")
 CONTRACT_IDS = [c["id"] for c in importlinter_api.read_configuration(str(ROOT / "pyproject.toml"))["contracts_options"]]
-RUNTIME_IMPORTS = "tardis_edge.runtime, tardis_edge.runtime.cli"
+RUNTIME_IMPORTS = (
+    "tardis_edge.runtime, tardis_edge.runtime.cli, tardis_edge.runtime.writers, tardis_edge.runtime.video, "
+    "tardis_edge.runtime.backends.ort, tardis_edge.runtime.backends.trt"
+)
 
 
 def lint_imports(root: Path, *contract_ids: str) -> subprocess.CompletedProcess:
@@ -40,7 +43,12 @@ def lint_imports(root: Path, *contract_ids: str) -> subprocess.CompletedProcess:
 
 
 def torch_loaded_by_runtime_import(root: Path) -> subprocess.CompletedProcess:
-    code = f"import sys; import {RUNTIME_IMPORTS}; sys.exit(1 if 'torch' in sys.modules else 0)"
+    """Exit status 1 and the offenders on stdout when importing the runtime loads torch, training or export."""
+    code = (
+        f"import sys; import {RUNTIME_IMPORTS}; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'export')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=root,
@@ -57,9 +65,9 @@ def test_contract_holds(contract_id):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_importing_the_runtime_loads_no_torch():
+def test_importing_the_runtime_loads_no_torch_training_or_export():
     done = torch_loaded_by_runtime_import(ROOT)
-    assert done.returncode == 0, f"`import {RUNTIME_IMPORTS}` loaded torch\n{done.stderr}"
+    assert done.returncode == 0, f"`import {RUNTIME_IMPORTS}` loaded {done.stdout}{done.stderr}"
 
 
 @pytest.fixture(scope="module")

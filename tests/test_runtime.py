@@ -1,8 +1,7 @@
-"""The edge runtime's runner (tardis_edge.runtime): torch-free import, ONNX Runtime on small real artifacts, the
-decode in the graph vs in NumPy, parity with the evaluation path's crops, frame checks and option errors."""
+"""The edge runtime's runner (tardis_edge.runtime): ONNX Runtime on small real artifacts, the decode in the graph vs in
+NumPy, parity with the evaluation path's crops, frame checks and option errors. (Its torch-free import:
+test_layers.py.)"""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +35,6 @@ def frames():
     shifted = [(x + 23.4, y - 11.2) for x, y in CENTRES]
     mirrored = [(FRAME_WH[0] - 1 - x, y) for x, y in CENTRES]
     return [blob_frame(FRAME_WH, c) for c in (CENTRES, shifted, mirrored, [(30.0, 90.0), (45.5, 100.5)])]
-
-
-def test_runtime_imports_no_torch():
-    code = (
-        "import sys; import tardis_edge.runtime, tardis_edge.runtime.cli, tardis_edge.runtime.writers, "
-        "tardis_edge.runtime.video, tardis_edge.runtime.backends.ort, tardis_edge.runtime.backends.trt; "
-        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'training', 'export'))); "
-        "assert not bad, bad"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
 
 
 def test_keypoints_land_on_the_blobs(artifact, frames):
