@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from openfield_frames import labelled_box, labelled_frames_dir, read_labels
 
-from tardis_edge.geometry import box_from_image, box_from_xywh, crop_affine, warp_image
+from tardis_edge.geometry import DEFAULT_PADDING, box_from_image, box_from_xywh, crop_affine, warp_image
 from tardis_edge.io import atomic_write_bytes, atomic_write_text
 
 FRAMES = ("img0000", "img0050", "img0100")  # labelled openfield frames: mouse in different places
@@ -56,13 +56,14 @@ def main() -> int:
             ("rotflip", (256, 256), (x, y, bw, bh), 30.0, True),  # augmentation path of crop_affine
         ]
         for name, input_wh, xywh, rotation, flip in cases:
-            box = box_from_image((w, h), input_wh) if xywh is None else box_from_xywh(xywh, input_wh, 1.25)
+            box = box_from_image((w, h), input_wh) if xywh is None else box_from_xywh(xywh, input_wh, DEFAULT_PADDING)
             m = crop_affine(box, input_wh, rotation_deg=rotation, flip=flip)
             crop = warp_image(rgb, m, input_wh)
             crop_path = out / f"{frame}_{name}.ppm"
             write_ppm(crop_path, crop)
             bx = xywh if xywh is not None else (0.0, 0.0, 0.0, 0.0)
-            fields = [src.name, crop_path.name, *input_wh, int(xywh is not None), *bx, 1.25, rotation, int(flip)]
+            fields = [src.name, crop_path.name, *input_wh, int(xywh is not None), *bx]
+            fields += [DEFAULT_PADDING, rotation, int(flip)]
             fields += [repr(float(v)) for v in m.reshape(-1)]
             lines.append(" ".join(str(f) for f in fields))
     atomic_write_text(out / "cases.txt", "\n".join(lines) + "\n")
