@@ -28,6 +28,8 @@ class ExportSource:
         predict: the run's ``PredictConfig`` (decode method, soft-argmax beta, box padding, two-pass settings).
         versions: the training environment's versions (from the checkpoint).
         data: the run's ``config.yaml`` ``data`` section (``{}`` without a run folder).
+        split: the run's split as written by training (``model.pt``, else the run's ``split.json``); None for
+            checkpoints written before splits were recorded.
     """
 
     checkpoint: Path
@@ -39,6 +41,7 @@ class ExportSource:
     predict: Any
     versions: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] | None = None  # the run's train/val/test sample ids (``tardis_edge.splits.Split``)
 
     @property
     def stride(self) -> float:
@@ -81,7 +84,15 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
 
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         data = dict(config.get("data") or {})
-    return ExportSource(ckpt_path, run_dir, model, schema, input_wh, heatmap_wh, predict, checkpoint.versions, data)
+    split = checkpoint.split
+    if split is None and run_dir is not None:
+        from tardis_edge.splits import SPLIT_FILE, Split
+
+        if (run_dir / SPLIT_FILE).is_file():
+            split = Split.read(run_dir / SPLIT_FILE).to_dict()
+    return ExportSource(
+        ckpt_path, run_dir, model, schema, input_wh, heatmap_wh, predict, checkpoint.versions, data, split
+    )
 
 
 def same_path(a: str | Path, b: str | Path) -> bool:
@@ -92,24 +103,29 @@ def same_path(a: str | Path, b: str | Path) -> bool:
 
 
 def load_split(source: ExportSource, data_path: str | Path | None = None) -> tuple[Any, Any, Any]:
-    """``(dataset, train, test)`` of the run's labelled data, split as the run split it.
+    """``(dataset, train, test)``: the run's labelled data split as training split it, or another dataset.
+
+    The split is read from the run (``model.pt`` / ``split.json``), never re-derived. Data the model never saw in
+    training (``data_path`` other than the run's data) is held out whole: ``train`` and ``test`` are all of it.
 
     Args:
-        source: the loaded run (its ``config.yaml`` ``data`` section names the data and the split).
-        data_path: another dataset instead (DeepLabCut project or COCO json); the run's split rule still applies
-            when it is the run's own data, else ``auto`` (the openfield split or the first 80 %).
+        source: the loaded run (its ``config.yaml`` ``data`` section names the data).
+        data_path: another dataset instead (DeepLabCut project or COCO json).
 
     Raises:
-        ValueError: no data is known (a bare checkpoint without ``data_path``), naming the options.
+        ValueError: no data is known (a bare checkpoint without ``data_path``), or the run's own data without a
+            recorded split, naming the options.
     """
-    from tardis_edge.data import load_dataset, openfield_split, split_by_index
+    from tardis_edge.data import load_dataset
+    from tardis_edge.splits import Split
 
     run_path = source.data.get("path")
     builtin = None
-    if data_path is None and run_path is None and source.run_dir is not None:
+    if source.run_dir is not None:
         candidate = source.run_dir / "builtin-data"
         builtin = candidate if (candidate / "config.yaml").is_file() else None
-    path = data_path or run_path or builtin
+    own_data = run_path if run_path is not None else builtin
+    path = data_path or own_data
     if path is None:
         raise ValueError(
             f"{source.checkpoint}: no labelled data to verify or calibrate on: the checkpoint is not in a run folder "
@@ -122,21 +138,13 @@ def load_split(source: ExportSource, data_path: str | Path | None = None) -> tup
             "where training ran); pass --data PATH, or --no-verify"
         )
     dataset = load_dataset(path)
-    own = data_path is None or (run_path is not None and same_path(data_path, run_path))
-    split = str(source.data.get("split", "auto")) if own else "auto"
-    if split == "auto":
-        split = "openfield" if "openfield" in str(path) else "fraction"
-    if split == "openfield":
-        train, test = openfield_split(dataset)
-    elif split == "fraction":
-        if builtin is not None and path == builtin:
-            from tardis_edge.data.synthetic import num_train_frames
-
-            n_train = num_train_frames(len(dataset))  # the procedural project's fixed split, as training.full
-        else:
-            fraction = float(source.data.get("train_fraction", 0.8)) if own else 0.8
-            n_train = max(1, int(round(len(dataset) * fraction)))
-        train, test = split_by_index(dataset, n_train)
-    else:
-        raise ValueError(f"{source.checkpoint}: unknown data.split {split!r} in the run's config.yaml")
+    own = data_path is None or (own_data is not None and same_path(data_path, own_data))
+    if not own:
+        return dataset, dataset, dataset
+    if source.split is None:
+        raise ValueError(
+            f"{source.checkpoint}: the run recorded no train/test split (trained before splits were written); "
+            "retrain it, or pass --data with data the model was not trained on"
+        )
+    train, _, test = Split.from_dict(source.split, str(source.checkpoint)).apply(dataset)
     return dataset, train, test

@@ -7,6 +7,7 @@ it; export rebuilds them from a checkpoint with ``from_dict``. No torch import.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -14,6 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class ConfigError(ValueError, TypeError):
+    """A config value of the wrong type, or a config file that cannot be used (the message names the key/file)."""
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -32,12 +37,12 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
-        raise TypeError(f"config key {key!r}: cannot use {value!r} as {annotation}: {'; '.join(errors)}")
+        raise ConfigError(f"config key {key!r}: cannot use {value!r} as {annotation}: {'; '.join(errors)}")
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
         if not isinstance(value, (list, tuple)):
-            raise TypeError(f"config key {key!r}: expected a list, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
         inner = args[0] if args else Any
         items = [_convert(v, inner, key) for v in value]
         return tuple(items) if origin is tuple else items
@@ -50,30 +55,30 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
             return False
-        raise TypeError(f"config key {key!r}: expected true/false, got {value!r}")
+        raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
     if annotation is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise TypeError(f"config key {key!r}: expected an integer, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
         try:
             return int(value)
         except ValueError:
-            raise TypeError(f"config key {key!r}: expected an integer, got {value!r}") from None
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}") from None
     if annotation is float:
         if isinstance(value, bool):
-            raise TypeError(f"config key {key!r}: expected a number, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
         try:
             return float(value)
         except ValueError:
-            raise TypeError(f"config key {key!r}: expected a number, got {value!r}") from None
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}") from None
     if annotation is str:
         if not isinstance(value, (str, int, float)):
-            raise TypeError(f"config key {key!r}: expected a string, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
         return str(value)
     if annotation is Path:
         return Path(value)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise TypeError(f"config key {key!r}: expected a mapping, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
         return from_dict(annotation, value, prefix=f"{key}.")
     return value
 
@@ -145,7 +150,15 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: li
         p = Path(yaml_path)
         if not p.exists():
             raise FileNotFoundError(f"config file {p} not found")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"config file {p}{where}: not valid YAML ({problem}); fix the file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not a text (UTF-8) file; pass a YAML config") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {p} must hold a mapping at the top level, got {type(loaded).__name__}")
         data = merge(data, loaded)
@@ -160,3 +173,66 @@ def save_config(cfg: Any, path: str | Path) -> None:
     from tardis_edge.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The ``# comment`` after each field of dataclass ``cls`` in its source (empty when the source is not at hand)."""
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments = {}
+    for line in source.splitlines():
+        match = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+        if match and match.group(1) in names:
+            comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def options_help(cfg: Any, changed_by: str = "", changed: Any = None, prefix: str = "") -> str:
+    """One line per config field: ``--section.key=DEFAULT  comment``, for an entry point's ``--help``.
+
+    Args:
+        cfg: a config dataclass instance holding the defaults to show.
+        changed_by: name of an alternative set of defaults (e.g. ``"demo"``) ...
+        changed: ... and that instance: where a value differs, the line says ``[demo: VALUE]``.
+        prefix: key prefix for nested sections (internal).
+    """
+    lines = []
+    comments = field_comments(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        other = getattr(changed, f.name) if changed is not None else None
+        if dataclasses.is_dataclass(value):
+            lines.append(options_help(value, changed_by, other, prefix=f"{prefix}{f.name}."))
+            continue
+
+        def shown(v: Any) -> str:
+            v = to_dict(v) if not isinstance(v, (list, tuple)) else [to_dict(x) for x in v]
+            return ",".join(str(x) for x in v) if isinstance(v, list) else str(v)
+
+        line = f"  --{prefix}{f.name}={shown(value)}"
+        if changed is not None and to_dict(other) != to_dict(value):
+            line += f"  [{changed_by}: {shown(other)}]"
+        if f.name in comments:
+            line = f"{line:<48}  {comments[f.name]}" if len(line) < 48 else f"{line}  {comments[f.name]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` that shows each option's default, unless its help text already names one (``default ...``)
+    or there is none to show (None, False, a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        if isinstance(default, (list, tuple)) and not default:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"

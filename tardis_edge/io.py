@@ -6,6 +6,7 @@ Nothing here imports torch at module level (the edge runtime uses it without tor
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any written file
         os.replace(tmp, p)
+    except OSError as exc:
+        if exc.filename is None or exc.filename == str(tmp):  # name the file the user knows, not our temporary one
+            raise OSError(exc.errno, exc.strerror or str(exc), str(p)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -50,4 +55,13 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write as "[enforce fail at inline_container.cc] unexpected pos":
+            # say what it is (a full disk or a file-size limit), as any other failed write does.
+            if "unexpected pos" in str(exc) or "failed writing" in str(exc):
+                raise OSError(
+                    errno.ENOSPC, "no space left on device (or a file-size limit) while writing", str(path)
+                ) from None
+            raise

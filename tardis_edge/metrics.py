@@ -54,13 +54,16 @@ def _check_inputs(
             f"predictions must be keypoints (N, K, 2) = ({n}, {k}, 2) and scores (N, K) = ({n}, {k}) for {n} "
             f"samples of {k} keypoints; got {keypoints.shape} and {scores.shape}"
         )
+    # "Not found" (score <= 0) comes as (-1, -1) in crop pixels from the decoders and as NaN in image pixels from
+    # the predictor (tardis_edge.predict); it is scored as a miss at (-1, -1) either way.
+    not_found = np.isfinite(scores) & (scores <= 0)
+    keypoints = np.where(not_found[..., None] & ~np.isfinite(keypoints), -1.0, keypoints)
     bad = np.argwhere(~np.isfinite(keypoints).all(axis=-1) | ~np.isfinite(scores))
     if len(bad):
         i, j = bad[0]
         raise ValueError(
             f"prediction for sample {samples[i].sample_id} keypoint {schema.names[j]} is not finite "
-            f"({keypoints[i, j].tolist()}, score {scores[i, j]}); decoders report 'not found' as (-1, -1) with "
-            "score <= 0, never NaN"
+            f"({keypoints[i, j].tolist()}, score {scores[i, j]}); only keypoints not found (score <= 0) may be NaN"
         )
     for s in samples:
         if s.keypoints_xy.shape != (k, 2):

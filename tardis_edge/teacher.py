@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -374,12 +375,30 @@ def load_dinov2(
         path = Path(path_or_state_dict)
         if not path.is_file():
             raise FileNotFoundError(f"teacher checkpoint {path} not found; pass a DINOv2 .pth file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (
+            RuntimeError,
+            ValueError,
+            EOFError,
+            OSError,
+            pickle.UnpicklingError,
+        ) as exc:  # truncated, not a zip, ...
+            raise ValueError(
+                f"teacher checkpoint {path} cannot be read as a weights file ({str(exc).splitlines()[0][:120]}); pass "
+                "an official DINOv2 .pth (dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth)"
+            ) from None
+        if not isinstance(state, dict):
+            raise ValueError(f"teacher checkpoint {path} holds a {type(state).__name__}, not a DINOv2 state dict")
         source = str(path)
     else:
         state, source = path_or_state_dict, "the DINOv2 state dict"
-    sd = _normalise_keys(state)
-    cfg = infer_dinov2_config(sd, num_heads=num_heads)
+    try:
+        sd = _normalise_keys(state)
+        cfg = infer_dinov2_config(sd, num_heads=num_heads)
+    except (KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise type(exc)(f"{source}: {message}") from None
     with torch.device("meta"):
         model = DinoV2(cfg)
     _check_layout(model, sd, source)

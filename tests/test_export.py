@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from openfield_split import openfield_split, openfield_split_of
 
 from export.calibration import calibration_crops, labelled_boxes
 from export.cli import EXIT_THRESHOLD, main
@@ -37,7 +38,7 @@ from tardis_edge.artifact import ONNX_METADATA_KEY, ONNX_MODEL_KEY, ArtifactMeta
 from tardis_edge.checkpoint import CHECKPOINT_NAME, DeployCheckpoint
 from tardis_edge.codec import encode_gaussian_targets
 from tardis_edge.config import to_dict
-from tardis_edge.data import load_dataset, openfield_split, read_sample_image
+from tardis_edge.data import load_dataset, read_sample_image
 from tardis_edge.models import ModelConfig, build_model
 from tardis_edge.predict import PredictConfig, crop_batch
 
@@ -86,8 +87,9 @@ def write_run(folder: Path, model, schema, openfield_dir: Path) -> Path:
         heatmap_size=(INPUT // STRIDE, INPUT // STRIDE),
         predict=to_dict(PredictConfig()),
         versions={"torch": str(torch.__version__)},
+        split=openfield_split_of(load_dataset(openfield_dir)).to_dict(),
     ).save(folder / CHECKPOINT_NAME)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(openfield_dir), "split": "openfield"}}))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(openfield_dir)}}))
     return folder
 
 

@@ -155,6 +155,10 @@ def test_bad_predictions_are_refused(ap10k):
     keypoints[1, 4] = np.nan
     with pytest.raises(ValueError, match=r"sample 000000000004.jpg#6 keypoint root_of_tail is not finite"):
         evaluate_predictions(ap10k, keypoints, scores)
+    scores[1, 4] = 0.0  # not found: NaN from the predictor scores as the decoders' (-1, -1) miss
+    as_nan = evaluate_predictions(ap10k, keypoints, scores)
+    keypoints[1, 4] = -1.0
+    assert as_nan["rmse_px"] == evaluate_predictions(ap10k, keypoints, scores)["rmse_px"] > 0
     with pytest.raises(ValueError, match=r"sample a has no bbox for PCK normaliser 'bbox'; use 'keypoint_box_diag'"):
         evaluate_predictions(
             [make("a", [[1, 1], [5, 5]])], np.zeros((1, 2, 2)), np.ones((1, 2)), SCHEMA, pck_normalizer="bbox"

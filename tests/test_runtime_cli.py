@@ -178,6 +178,23 @@ def test_killed_run_leaves_complete_files(tmp_path, artifact):
     assert not (out / "long_overlay.mp4").exists()  # never half-written under its real name
 
 
+def test_rerun_after_a_kill_keeps_the_earlier_rows(tmp_path, artifact, capsys):
+    """A second predict into the same folder is refused, leaving the first run's files byte-identical (issue 13,
+    finding 3); ``--overwrite`` replaces them."""
+    video = write_video(tmp_path / "clip.avi", 12)
+    out = tmp_path / "out"
+    assert main(["predict", str(artifact), str(video), "--out", str(out), "--max-frames", "8", "-q"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["predict", str(artifact), str(video), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tardis-edge predict: error: ") and "\n" not in err and "Traceback" not in err
+    assert "clip.csv already exists" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["predict", str(artifact), str(video), "--out", str(out), "--overwrite", "-q"]) == 0
+    assert len(read_dlc_predictions(out / "clip.csv").index) == 12
+
+
 def test_image_folder_loose_images_and_detector_boxes(tmp_path, artifact):
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -248,18 +265,21 @@ def test_eval_matches_training_evaluation_without_torch(tmp_path, openfield_dir)
     """``tardis-edge eval`` (ONNX Runtime, NumPy decode, flip test) on the openfield test split gives the metrics of
     the training evaluation path (the PyTorch crop runner in tardis_edge.predict + tardis_edge.metrics), and never
     imports torch."""
+    from openfield_split import openfield_split, openfield_split_of
     from test_runtime_support import INPUT_WH, pooling_model
 
     from kernels.predict import model_crop_runner
-    from tardis_edge.data import load_dataset, openfield_split, read_sample_image
+    from tardis_edge.data import load_dataset, read_sample_image
     from tardis_edge.metrics import evaluate_predictions
     from tardis_edge.predict import PredictConfig, predict_frames
 
     folder = build_artifact(tmp_path / "of", names=OPENFIELD_NAMES, flip_pairs=[[1, 2]])
+    dataset = load_dataset(openfield_dir)
+    openfield_split_of(dataset).write(folder / "split.json")  # as tardis-export copies the run's split
     out = tmp_path / "metrics.json"
     code = (
         "import sys; from tardis_edge.runtime.cli import main; "
-        f"rc = main(['eval', {str(folder)!r}, '--data', {str(openfield_dir)!r}, '--split', 'openfield', "
+        f"rc = main(['eval', {str(folder)!r}, '--data', {str(openfield_dir)!r}, '--split', 'test', "
         f"'--decode', 'numpy', '--flip-test', '--out', {str(out)!r}]); "
         "assert 'torch' not in sys.modules, 'eval imported torch'; sys.exit(rc)"
     )
@@ -267,7 +287,6 @@ def test_eval_matches_training_evaluation_without_torch(tmp_path, openfield_dir)
     assert done.returncode == 0, done.stderr
     metrics = json.loads(out.read_text())
 
-    dataset = load_dataset(openfield_dir)
     test = openfield_split(dataset)[1]
     images = [read_sample_image(s) for s in test.samples]
     cfg = PredictConfig(decode="msra", flip_test=True, two_pass=True)

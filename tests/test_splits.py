@@ -193,13 +193,47 @@ def test_best_without_validation_part_is_refused(tmp_path):
         main([f"--out={tmp_path / 'run'}", "--keypoints.epochs=1", "--keypoints.final_checkpoint=best", *TINY])
 
 
-def test_rerun_with_another_split_is_refused(tmp_path):
+def test_rerun_with_another_config_is_refused_or_moved_aside(tmp_path):
+    """A finished run is never re-evaluated or overwritten under another recipe (issue 13, finding 1)."""
     from training.full import main
 
     run = tmp_path / "run"
     assert main([f"--out={run}", "--keypoints.epochs=1", *TINY]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(
+        ValueError, match=r"another config \(data.heatmap_size: 16 -> 24; data.input_size: 64 -> 96\).*--new_run=true"
+    ):
+        main([f"--out={run}", "--keypoints.epochs=1", *TINY, "--data.input_size=96", "--data.heatmap_size=24"])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main([f"--out={run}", "--keypoints.epochs=1", *TINY, "--threads=2"]) == 0  # harmless change: resumes
+    finished = (run / "model.pt").read_bytes()
+    assert (
+        main([f"--out={run}", "--keypoints.epochs=1", *TINY, "--data.split.train_fraction=0.5", "--new_run=true"]) == 0
+    )
+    (aside,) = tmp_path.glob("run.prev-*")
+    assert (
+        Split.read(aside / "split.json").sizes()["train"] == 8 and Split.read(run / "split.json").sizes()["train"] == 5
+    )
+    assert (aside / "model.pt").read_bytes() == finished
+
+
+def test_changed_data_under_the_same_config_is_refused(tmp_path, subset):
+    """The split is resolved once: data that now splits differently is refused even when the config is the same."""
+    from training.full import main
+
+    project = tmp_path / "project"
+    shutil.copytree(data_path(OPENFIELD), project)
+    run = tmp_path / "run"
+    args = [f"--out={run}", f"--data={project}", "--keypoints.epochs=1", "--data.input_size=64",
+            "--data.heatmap_size=16", "--model.backbone=repvgg_a0", "--keypoints.predict.flip_test=false",
+            "--skip_distill=true", "--threads=1"]  # fmt: skip
+    assert main(args) == 0
+    labels = project / "labeled-data" / "m4s1" / "CollectedData_Pranav.csv"
+    lines = labels.read_text().splitlines(keepends=True)
+    labels.write_text("".join(lines[:-1]))  # the last labelled frame removed
+    (project / "labeled-data" / "m4s1" / "CollectedData_Pranav.h5").unlink()
     with pytest.raises(SplitError, match="this run was split differently.*new --out folder"):
-        main([f"--out={run}", "--keypoints.epochs=1", "--data.split.train_fraction=0.5", *TINY])
+        main(args)
 
 
 def test_two_image_coco_file_trains(tmp_path, ap10k):

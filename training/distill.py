@@ -311,6 +311,9 @@ def run_distill(
             run_dir / "distill_final.pt", model=model.state_dict(), model_config=model_config, history=history.state()
         )
         mark_stage_done(run_dir, "distill", summary)
+        # the stage is done (skipped on resume) and distill_final.pt holds its weights: the last checkpoint's
+        # optimizer state is dead weight (2/3 of the file)
+        ckpt_path.unlink(missing_ok=True)
     return summary
 
 
@@ -324,4 +327,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from training.full import cli
+
+    sys.exit(cli(sys.argv[1:], stages=("extract", "distill"), prog="python -m training.distill"))

@@ -30,7 +30,7 @@ from tardis_edge.config import load_config, save_config, to_dict
 from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
 from tardis_edge.provenance import versions
-from tardis_edge.splits import Split, SplitConfig, SplitError, resolve_split
+from tardis_edge.splits import SPLIT_FILE, Split, SplitConfig, SplitError, resolve_split
 from training.common import (
     Dist,
     barrier,
@@ -73,6 +73,7 @@ class FullConfig:
 
     out: str = "runs/default"  # the run folder (named "out", not "run": torchrun would read --run as its --run-path)
     device: str = "auto"
+    new_run: bool = False  # --out holds a run with another config: move it aside (<out>.prev-<time>) and start anew
     seed: int = 0  # model initialisation (each stage seeds torch before building its model); data order: per stage
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 avoids OpenMP spinning on a busy machine
     teacher: str | None = None  # a DINOv2 checkpoint (.pth); None = random teacher (clearly labelled)
@@ -103,6 +104,65 @@ def builtin_default(cfg: FullConfig) -> FullConfig:
     return cfg
 
 
+# Config fields that do not change what a run trains or reports: a rerun may differ in these and still resume.
+RERUN_FREE_KEYS = {
+    "out", "device", "threads", "stages", "new_run", "extract.device", "extract.batch_size", "distill.num_workers",
+    "keypoints.num_workers", "distill.checkpoint_every_steps", "keypoints.checkpoint_every_steps",
+    "keypoints.predict.batch_size",
+}  # fmt: skip
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every field that differs between two resolved configs (nested dicts walked)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        name = prefix + key
+        if name in RERUN_FREE_KEYS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, name + ".")
+        elif a != b:
+            changes.append(f"{name}: {a!r} -> {b!r}")
+    return changes
+
+
+def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
+    """Make sure ``run_dir`` is this run's: new, or holding a run of the same config (which then resumes).
+
+    A folder whose ``config.yaml`` differs in anything that changes the model, the data or the reported numbers is
+    refused — resuming would mix two recipes and overwrite the old run's results — unless ``new_run`` is set, which
+    moves the old run aside (nothing is deleted).
+    """
+    import yaml
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"--out={run_dir} is a file, not a folder; pick a folder for the run (it is created)")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{saved} is not valid YAML ({err}); move the folder away or pick another --out") from None
+    changes = config_changes(old, to_dict(cfg))
+    if not changes:
+        return
+    if not cfg.new_run:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+        raise RunFolderError(
+            f"{run_dir} holds a run with another config ({shown}); pick a new --out folder, or pass --new_run=true "
+            "to move the old run aside"
+        )
+    aside = run_dir.with_name(f"{run_dir.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(aside)
+    LOG.warning("moved the earlier run in %s (another config: %s) to %s", run_dir, changes[0], aside)
+
+
+class RunFolderError(ValueError):
+    """The run folder belongs to another run."""
+
+
 # ------------------------------------------------------------------ stages as plain functions
 def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
     """Labelled dataset, its train / val / test parts, and the unlabelled frames for stage 1.
@@ -126,7 +186,7 @@ def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
     dataset = load_dataset(data_path)
     LOG.info("%s", dataset.summary)
     split = resolve_split(dataset, cfg.data.split)
-    split_path = run_dir / "split.json"
+    split_path = run_dir / SPLIT_FILE
     if split_path.exists():
         earlier = Split.read(split_path)
         if (earlier.train, earlier.val, earlier.test) != (split.train, split.val, split.test):
@@ -137,6 +197,8 @@ def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
     elif write:
         split.write(split_path)
     train, val, test = split.apply(dataset)
+    for warning in dataset.summary.warnings + [w for w in train.summary.warnings if "labelled in no sample" in w]:
+        LOG.warning("data: %s", warning)
     videos = [Path(v) for v in cfg.data.videos]
     if cfg.data.use_project_videos and Path(data_path).is_dir() and (Path(data_path) / "videos").is_dir():
         videos += sorted(
@@ -168,6 +230,8 @@ def stage_extract(cfg: FullConfig, run_dir: Path, samples: list) -> FeatureCache
         cfg.extract.depth = cfg.random_teacher_depth
     summary = run_extract(cfg.extract, samples)
     LOG.info("extract: %s", {k: summary[k] for k in ("teacher", "computed", "reused", "crops_per_s", "map_shape")})
+    if summary["pca_picture"]:
+        LOG.info("extract: PCA picture of the teacher features: %s", summary["pca_picture"])
     return FeatureCache(cfg.extract.cache)
 
 
@@ -280,11 +344,17 @@ def main(
     argv: list[str] | None = None, stages: tuple[str, ...] | None = None, prog: str = "python -m training.full"
 ) -> int:
     """CLI of ``training.full``; the single-stage modules call it with ``stages`` set."""
+    from tardis_edge.config import options_help
+
+    what = "the whole TARDIS-Pose recipe" if stages is None else f"stages {', '.join(stages)} of training.full"
     parser = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__.split("\n\n")[0],
-        epilog="Any config field can be overridden: --distill.epochs=10 --model.backbone=resnet18 "
-        "(see the run's config.yaml).",
+        usage=f"{prog} [-h] [--debug] [config.yaml] [--data=PATH] [--section.key=VALUE ...]",
+        description=f"{what}: extract -> distill (stage 1) -> keypoints (stage 2) -> evaluate. Without --data "
+        "(or a config naming data.path) it runs the built-in demo: a generated dataset and a random teacher.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config fields (--section.key=VALUE; --data=PATH is --data.path=PATH; the default, then "
+        "[demo: VALUE] where the demo differs):\n" + options_help(FullConfig(), "demo", builtin_default(FullConfig())),
     )
     parser.add_argument("config", nargs="?", help="YAML config file (optional)")
     args, overrides = parser.parse_known_args(argv)
@@ -313,6 +383,11 @@ def run(cfg: FullConfig) -> int:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     d = init_distributed(device)
+    if cfg.teacher is not None and not Path(cfg.teacher).is_file():
+        raise FileNotFoundError(f"--teacher={cfg.teacher}: teacher checkpoint not found; pass a DINOv2 .pth file")
+    if d.is_main:
+        claim_run_folder(cfg, run_dir)
+    barrier(d)
     setup_logging(run_dir, d)
     if d.enabled:
         LOG.info("distributed: rank %d of %d", d.rank, d.world_size)
@@ -380,5 +455,18 @@ def run(cfg: FullConfig) -> int:
     return 0
 
 
+def cli(
+    argv: list[str] | None = None, stages: tuple[str, ...] | None = None, prog: str = "python -m training.full"
+) -> int:
+    """``main`` under the error policy of ``tardis_edge.errors``: bad input or a full disk end in one line and exit
+    code 2 or 4, a bug in a traceback and 1; ``--debug`` shows the traceback of any error."""
+    from tardis_edge.errors import run_cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    return run_cli(prog, lambda: main(argv, stages, prog), debug=True if debug else None)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -28,6 +28,7 @@ from training.common import (
     Dist,
     History,
     all_reduce_mean,
+    drop_optimizer_state,
     epoch_batches,
     mark_stage_done,
     plot_curves,
@@ -322,6 +323,7 @@ def run_keypoints(
     if d.is_main:
         write_json(run_dir / "keypoints_history.json", history.rows)
         mark_stage_done(run_dir, "keypoints", summary)
+        drop_optimizer_state(ckpt_path)  # finished: evaluation and export read the weights only
     return summary
 
 
@@ -335,4 +337,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from training.full import cli
+
+    sys.exit(cli(sys.argv[1:], stages=("keypoints", "evaluate"), prog="python -m training.keypoints"))

@@ -386,7 +386,10 @@ def load_dataset(path: str | Path, **kwargs) -> PoseDataset:
 
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"dataset path {p} does not exist")
+        raise FileNotFoundError(
+            f"dataset path {p} does not exist; pass a DeepLabCut project folder (with config.yaml) or a COCO keypoint "
+            ".json file"
+        )
     if (p.is_dir() and (p / "config.yaml").is_file()) or (p.is_file() and p.name == "config.yaml"):
         return load_dlc_project(p, **kwargs)
     if p.is_file() and p.suffix.lower() == ".json":

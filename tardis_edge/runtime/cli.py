@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tardis_edge import geometry
+from tardis_edge.config import DefaultsHelpFormatter
 from tardis_edge.io import atomic_write_text
 from tardis_edge.provenance import measurement
 from tardis_edge.runtime.backends import Backend
@@ -32,7 +33,7 @@ from tardis_edge.runtime.writers import DlcResultWriter, OverlayVideo, draw_pose
 LOG = logging.getLogger("tardis_edge.runtime")
 SUMMARY_FILE = "summary.json"
 MAX_LISTED_BAD_FRAMES = 1000
-USER_ERRORS = (FileNotFoundError, ValueError, ImportError, RuntimeError, KeyError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, ImportError, RuntimeError, KeyError)
 
 
 def _csv_list(text: str) -> list[str]:
@@ -205,6 +206,21 @@ class _SourceRun:
         }
 
 
+def refuse_existing_results(out: Path, sources: Sequence[FrameSource], scorer: str, overlay: bool) -> None:
+    """Earlier results in ``out`` are never replaced without ``--overwrite`` (an interrupted run's rows included)."""
+    found = []
+    for source in sources:
+        paths = list(DlcResultWriter(out, source.name, scorer, []).paths.values()) + [out / SUMMARY_FILE]
+        if overlay:
+            paths += [out / f"{source.name}_overlay.mp4", out / f"{source.name}_overlay"]
+        found += [p for p in paths if p.exists()]
+    if found:
+        raise FileExistsError(
+            f"{found[0]} already exists ({len(found)} earlier result file(s) in {out}); pass --out to another "
+            "folder, or --overwrite to replace them"
+        )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.flush_every < 1:
         raise ValueError("--batch-size and --flush-every must be >= 1")
@@ -217,9 +233,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"--boxes gives the boxes of one input; got {len(sources)} inputs ({[s.name for s in sources]})"
         )
     out = Path(args.out)
+    scorer = args.scorer or f"tardis-edge_{Path(args.artifact).resolve().name}"
+    if not args.overwrite:
+        refuse_existing_results(out, sources, scorer, args.overlay)
     out.mkdir(parents=True, exist_ok=True)
     with _open(args) as runner:
-        scorer = args.scorer or f"tardis-edge_{Path(args.artifact).resolve().name}"
         summary: dict = {
             "artifact": str(args.artifact),
             "backend": runner.backend.name,
@@ -243,6 +261,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(
             f"{item['input']}: {item['frames_processed']} frames at {item['fps']} fps; bad frames: {bad}"
             + (f" ({listed})" if bad else "")
+            + (
+                f"; animal lost (scores too low) on {item['lost_frames']} frames; followed box missed and a "
+                f"whole-frame search re-found it on {item['recovered_frames']}"
+                if item["lost_frames"] is not None
+                else ""
+            )
             + f"; {item['ended']}"
         )
     print(f"results in {out} ({SUMMARY_FILE})")
@@ -432,15 +456,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tardis-edge", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="tardis-edge", description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped frame and more")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="keypoints for images, folders, videos, cameras, stream URLs")
+    p = sub.add_parser(
+        "predict",
+        formatter_class=DefaultsHelpFormatter,
+        help="keypoints for images, folders, videos, cameras, stream URLs",
+    )
     _add_runner_options(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file, camera index or URL")
     p.add_argument("--out", required=True, help="output folder (DeepLabCut CSV/H5, COCO results JSON, summary)")
     p.add_argument("--overlay", action="store_true", help="also write the skeleton drawn on each frame")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out (refused otherwise)")
     p.add_argument("--boxes", help="CSV frame,x,y,w,h with your detector's boxes (one input only)")
     p.add_argument("--max-frames", type=int, help="stop each input after N frames")
     p.add_argument(
@@ -453,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("bench", help="latency p50/p99 and throughput per batch size and backend")
+    p = sub.add_parser(
+        "bench", formatter_class=DefaultsHelpFormatter, help="latency p50/p99 and throughput per batch size and backend"
+    )
     _add_runner_options(p)
     p.add_argument("--backends", type=_csv_list, help="comma-separated backends (default: --backend)")
     p.add_argument("--precisions", type=_csv_list, help="comma-separated precisions (default: --precision)")
@@ -464,7 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON report path")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("eval", help="accuracy (RMSE, PCK, OKS AP) of the artifact on a labelled set")
+    p = sub.add_parser(
+        "eval",
+        formatter_class=DefaultsHelpFormatter,
+        help="accuracy (RMSE, PCK, OKS AP) of the artifact on a labelled set",
+    )
     _add_runner_options(p)
     p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO keypoints JSON")
     p.add_argument(
