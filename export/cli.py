@@ -15,8 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 1
-EXIT_THRESHOLD = 3
+from tardis_edge.config import DefaultsHelpFormatter
+from tardis_edge.errors import EXIT_THRESHOLD, EXIT_USER, run_cli
+
+EXIT_ERROR = EXIT_USER  # bad input (tardis_edge.errors); 4: the machine (disk full, read-only); 1: a bug
 
 
 def _batch_profile(text: str):
@@ -36,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tardis-export",
         description="Export a trained tardis-edge model to ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT, and verify it.",
-        epilog="Exit status: 0 ok, 1 error, 2 bad arguments, 3 a verification threshold exceeded.",
+        epilog="Exit status: 0 ok, 2 bad input, 3 a verification threshold exceeded, 4 the machine (disk full, "
+        "read-only, permissions), 1 a bug (with a traceback). The artifact folder is replaced only once the new "
+        "export is complete.",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder of training.full, or its model.pt")
     parser.add_argument("--out", type=Path, help="artifact folder (default: RUN/export)")
@@ -83,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-fp32-dev", type=float, default=0.05, help="FP32 max keypoint deviation, px")
     parser.add_argument("--max-fp16-mean-dev", type=float, default=0.25, help="FP16 mean keypoint deviation, px")
     parser.add_argument("--max-int8-drop", type=float, default=2.0, help="INT8 task-metric drop, points")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     return parser
 
 
@@ -120,34 +126,75 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    return run_cli("tardis-export", lambda: _export(args, argv, run, out, options, log), debug=args.debug or None)
+
+
+def _stage_folder(out: Path) -> Path:
+    """Where the new artifact is built before it replaces ``out`` whole (a leftover of a killed export is ours)."""
+    return out.with_name(f".{out.name}.partial")
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Replace ``out`` by the complete ``stage``: the old artifact stays usable until the new one is whole."""
+    import shutil
+
+    old = out.with_name(f".{out.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _check_out(out: Path) -> None:
+    """``out`` is new, or an artifact folder written by tardis-export (never a folder of the user's other files)."""
+    from tardis_edge.artifact import METADATA_FILE
+
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; pass a folder for the artifact")
+    if out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        raise FileExistsError(
+            f"--out {out} holds files but no {METADATA_FILE}: not an artifact folder, so it is not replaced; pass "
+            "another --out"
+        )
+
+
+def _export(args: argparse.Namespace, argv: list[str] | None, run: Path, out: Path, options, log) -> int:
+    import dataclasses
+    import shutil
+
     from export.pipeline import export_artifact
     from export.source import load_source
     from export.verify import Thresholds, verify, write_report
     from tardis_edge.provenance import measurement
 
-    try:
-        source = load_source(run)
-        metadata, paths = export_artifact(source, options)
-        if args.no_verify:
-            log.info("verification skipped (--no-verify); artifact in %s", out)
-            return 0
-        thresholds = Thresholds(args.max_fp32_dev, args.max_fp16_mean_dev, args.max_int8_drop)
-        log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
-        report = verify(
-            source,
-            paths,
-            thresholds,
-            data_path=args.data,
-            threads=args.threads,
-            latency_repeats=args.latency_repeats,
-            metadata=metadata,
-        )
-        report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
-        json_path, md_path = write_report(report, out)
-    except (FileNotFoundError, ValueError, KeyError, ImportError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"tardis-export: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+    _check_out(out)
+    source = load_source(run)
+    stage = _stage_folder(out)
+    if stage.exists():
+        shutil.rmtree(stage)  # an export killed before its swap
+    metadata, paths = export_artifact(source, dataclasses.replace(options, out=stage))
+    if args.no_verify:
+        _swap_in(stage, out)
+        log.info("verification skipped (--no-verify); artifact in %s", out)
+        return 0
+    thresholds = Thresholds(args.max_fp32_dev, args.max_fp16_mean_dev, args.max_int8_drop)
+    log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
+    report = verify(
+        source,
+        paths,
+        thresholds,
+        data_path=args.data,
+        threads=args.threads,
+        latency_repeats=args.latency_repeats,
+        metadata=metadata,
+    )
+    report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
+    write_report(report, stage)
+    _swap_in(stage, out)
+    json_path, md_path = out / "verification.json", out / "verification.md"
     for key, row in report["artifacts"].items():
         d = row["deviation"]
         log.info(

@@ -355,5 +355,41 @@ def test_checkpoint_with_an_unconverted_torch_version_loads(run_dir, tmp_path):
 
 
 def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
-    assert main([str(tmp_path / "absent")]) == 1
-    assert "tardis-export: error:" in capsys.readouterr().err
+    assert main([str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tardis-export: error:") and "absent does not exist" in err and "\n" not in err
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_killed_reexport_leaves_the_working_artifact(run_dir, tmp_path, monkeypatch, capsys):
+    """A re-export is built beside the artifact and swapped in whole (issue 13, finding 5): killed midway, the old
+    artifact is untouched and loads; a folder that is not an artifact is never replaced."""
+    import export.verify
+    from tardis_edge.runtime import open_runner
+
+    out = tmp_path / "artifact"
+    assert main([str(run_dir), "--out", str(out), "--no-engine", "--latency-repeats", "0"]) == 0
+    before = _tree(out)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.verify, "verify", killed)
+    assert main([str(run_dir), "--out", str(out), "--fp16", "--no-engine"]) == 130
+    assert _tree(out) == before
+    with open_runner(out) as runner:
+        assert runner.metadata.keypoint_names == ["snout", "leftear", "rightear", "tailbase"]
+    monkeypatch.undo()
+    assert main([str(run_dir), "--out", str(out), "--fp16", "--no-engine", "--latency-repeats", "0"]) == 0
+    assert "tardis_fp16.onnx" in _tree(out) and not list(tmp_path.glob(".artifact.*"))
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    capsys.readouterr()
+    assert main([str(run_dir), "--out", str(mine), "--no-verify", "--no-engine"]) == 2
+    assert "holds files but no model.json" in capsys.readouterr().err
+    assert _tree(mine) == {"notes.txt": b"keep"}
