@@ -94,9 +94,9 @@ def write_run(folder: Path, model, schema, openfield_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, openfield_dir):
-    model, schema = fit_small_model(openfield_dir)
-    return write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_dir)
+def run_dir(tmp_path_factory, openfield_subset_dir):
+    model, schema = fit_small_model(openfield_subset_dir)
+    return write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_subset_dir)
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,9 @@ def source(run_dir):
 
 
 @pytest.fixture(scope="module")
-def artifact(source, run_dir, openfield_dir):
+def artifact(source, run_dir, openfield_subset_dir):
     options = ExportOptions(
-        out=run_dir / "export", fp16=True, int8=True, calib=openfield_dir, calib_size=8, engines=False
+        out=run_dir / "export", fp16=True, int8=True, calib=openfield_subset_dir, calib_size=8, engines=False
     )
     metadata, paths = export_artifact(source, options)
     return metadata, paths, options.out
@@ -291,9 +291,9 @@ def test_python_dash_m_export_shows_help():
 
 
 # -------------------------------------------------------------------------------------- calibration
-def test_calibration_from_an_image_folder_uses_the_models_own_boxes(source, openfield_dir, tmp_path):
+def test_calibration_from_an_image_folder_uses_the_models_own_boxes(source, openfield_subset_dir, tmp_path):
     for name in ("img0000.png", "img0001.png", "img0002.png"):
-        shutil.copy(openfield_dir / "labeled-data" / "m4s1" / name, tmp_path / name)
+        shutil.copy(openfield_subset_dir / "labeled-data" / "m4s1" / name, tmp_path / name)
     crops, info = calibration_crops(tmp_path, source, size=5)
     assert crops.shape == (5, 3, INPUT, INPUT) and crops.dtype == np.float32
     assert info["frames"] == 3 and info["crops"] == 5 and "pass-1 keypoints" in info["crop_kinds"]
