@@ -124,6 +124,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise RuntimeError(f"checkpoint {path} cannot be read ({exc}); delete it to restart that stage") from exc
 
 
+def drop_optimizer_state(path: Path) -> None:
+    """A finished stage keeps its weights, not its optimizer state: rewrite checkpoint ``path`` without it.
+
+    AdamW's two moments are twice the weights; nothing reads them once the stage is done (a finished stage is
+    skipped on resume; evaluation and export read the weights and the model config, which stay).
+    """
+    if not Path(path).exists():
+        return
+    state = load_checkpoint(path)
+    if state.pop("optimizer", None) is not None:
+        save_checkpoint(path, **state)
+
+
 @dataclass
 class ResumePoint:
     """Where a stage continues: epoch and step within it, the history so far, training time spent, extras."""
@@ -140,6 +153,12 @@ def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     if not path.exists():
         return ResumePoint()
     state = load_checkpoint(path)
+    if "optimizer" not in state:
+        raise RuntimeError(
+            f"{path} holds weights only: its stage finished and dropped the optimizer state "
+            f"(see {path.parent / 'stages'}); a finished stage is skipped, so its done-marker is missing. "
+            "Train into a new --out folder to run the stage again"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     point = ResumePoint(
@@ -180,26 +199,35 @@ class History:
 CURVE_KEYS = ("rmse_px", "mean_px", "PCK@0.05", "PCK@0.1", "AP")  # metrics worth a panel (plus every *loss*)
 
 
-def plot_curves(rows: list[dict[str, float]], path: Path, title: str, columns: int = 3) -> None:
-    """Loss and the headline metrics against epoch, one panel each, written atomically as PNG."""
+def plot_curves(rows: list[dict[str, float]], path: Path, title: str, columns: int = 3, min_points: int = 3) -> None:
+    """Loss and the headline metrics against epoch, one panel each, written atomically as PNG.
+
+    A quantity gets a panel only once it has ``min_points`` finite values (a curve of one or two points says
+    nothing and its axis is all padding); with no such quantity no file is written.
+    """
     if not rows:
+        return
+
+    def count(key: str) -> int:
+        return sum(1 for r in rows if key in r and np.isfinite(r[key]))
+
+    present = {k for r in rows for k in r}
+    candidates = sorted(k for k in present if "loss" in k) + [k for k in CURVE_KEYS if k in present]
+    keys = [k for k in candidates if count(k) >= min_points]
+    if not keys:
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    present = {k for r in rows for k in r}
-    keys = sorted(k for k in present if "loss" in k) + [k for k in CURVE_KEYS if k in present]
-    if not keys:
-        return
     ncols = min(columns, len(keys))
     nrows = (len(keys) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), squeeze=False)
     for ax in axes.flat[len(keys) :]:
         ax.set_visible(False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        pts = [(r.get("epoch", i), r[key]) for i, r in enumerate(rows) if key in r]
+        pts = [(r.get("epoch", i), r[key]) for i, r in enumerate(rows) if key in r and np.isfinite(r[key])]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
         ax.set_title(key)
         ax.set_xlabel("epoch")

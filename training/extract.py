@@ -218,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.extract",
         description="Cache DINOv2 patch-feature maps (stage 1 distillation targets) for a dataset and/or videos.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_argument_group("inputs")
     src.add_argument("--data", type=Path, help="dataset: DeepLabCut project folder / config.yaml, or COCO json")
@@ -235,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     tea.add_argument("--seed", type=int, default=defaults.seed, help="random-teacher seed")
     run = p.add_argument_group("run")
     run.add_argument("--resolution", type=int, default=defaults.resolution, help="teacher crop side in px")
-    run.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    run.add_argument("--batch-size", type=int, default=defaults.batch_size, help="crops per teacher batch")
     run.add_argument("--cache", type=Path, default=defaults.cache, help="cache folder")
     run.add_argument("--rebuild", action="store_true", help="wipe a cache made with another teacher or geometry")
     run.add_argument("--device", default=defaults.device, help="auto (cuda if available, else cpu), cpu, cuda:0")

@@ -89,15 +89,20 @@ class FullConfig:
 
 
 def builtin_default(cfg: FullConfig) -> FullConfig:
-    """Sizes for the no-argument demo on a 2-core CPU in under 10 minutes: 128 px crops, a ResNet-18 student,
-    a shallow random teacher at 224 px, and wall-clock budgets on both training stages (so a slower machine
-    trains less rather than longer)."""
-    cfg.data.input_size, cfg.data.heatmap_size = 128, 32
+    """The no-argument demo: a seeded recipe counted in epochs, so every machine trains the same model (a busy one
+    takes longer; about 6 minutes of single-core CPU time in all).
+
+    96 px crops (24 px heatmaps), a ResNet-18 student, one torch thread (two were no faster on 2 cores and much
+    slower on a busy machine), a shallow random teacher at 224 px, 2 distillation epochs (the pipeline runs whole;
+    a random teacher teaches little) and 140 keypoint epochs, the last checkpoint final. Chosen on built-in data
+    drawn with other seeds, never on the demo's test frames: test PCK@0.1 0.96 on seed 2.
+    """
+    cfg.threads = 1
+    cfg.data.input_size, cfg.data.heatmap_size = 96, 24
     cfg.model.backbone = "resnet18"
     cfg.extract.resolution = 224
-    cfg.distill.epochs, cfg.distill.time_budget_s = 1000, 120.0
-    cfg.keypoints.epochs, cfg.keypoints.time_budget_s = 1000, 240.0
-    cfg.keypoints.eval_every = 10
+    cfg.distill.epochs = 2
+    cfg.keypoints.epochs = 140
     cfg.keypoints.final_checkpoint = "last"
     cfg.keypoints.geometric.rotation_deg, cfg.keypoints.geometric.rotation_prob = 180.0, 0.8
     cfg.distill.geometric.rotation_deg, cfg.distill.geometric.rotation_prob = 180.0, 0.8

@@ -1,14 +1,12 @@
-"""Prediction overlays: keypoints and skeleton drawn on frames, a grid of them saved as one PNG."""
+"""Evaluation stage pictures: predicted keypoints against the labels on a grid of frames, saved as one PNG."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from tardis_edge.io import atomic_write_bytes
-
+# One colour per keypoint (RGB 0..255), in schema order; cycled when there are more keypoints.
 PALETTE = [
     (230, 25, 75),
     (60, 180, 75),
@@ -25,61 +23,81 @@ PALETTE = [
 ]
 
 
-def draw_keypoints(
-    image_rgb: np.ndarray,
-    keypoints: np.ndarray,
-    scores: np.ndarray | None,
-    skeleton,
-    ground_truth: np.ndarray | None = None,
-    min_score: float = 0.0,
-) -> np.ndarray:
-    """Copy of ``image_rgb`` with predicted keypoints (filled, coloured per keypoint), skeleton lines, and the
-    ground truth as white rings when given."""
-    out = image_rgb.copy()
-    radius = max(2, int(round(min(out.shape[:2]) / 120)))
-    shown = np.isfinite(keypoints).all(axis=1)
-    if scores is not None:
-        shown &= scores > min_score
-    for a, b in skeleton:
-        if shown[a] and shown[b]:
-            cv2.line(
-                out,
-                tuple(int(round(v)) for v in keypoints[a]),
-                tuple(int(round(v)) for v in keypoints[b]),
-                (255, 255, 255),
-                max(1, radius // 2),
-                cv2.LINE_AA,
-            )
-    if ground_truth is not None:
-        for xy in ground_truth:
-            if np.isfinite(xy).all():
-                cv2.circle(out, tuple(int(round(v)) for v in xy), radius + 2, (255, 255, 255), 1, cv2.LINE_AA)
-    for k, xy in enumerate(keypoints):
-        if shown[k]:
-            cv2.circle(out, tuple(int(round(v)) for v in xy), radius, PALETTE[k % len(PALETTE)], -1, cv2.LINE_AA)
-    return out
+def keypoint_colour(k: int) -> tuple[float, float, float]:
+    """Matplotlib colour (RGB 0..1) of keypoint ``k``."""
+    return tuple(c / 255.0 for c in PALETTE[k % len(PALETTE)])
+
+
+def frame_title(sample_id: str, max_chars: int = 34) -> str:
+    """A short, uncut-looking title: the file name (last path part) of the sample, shortened in the middle."""
+    name = sample_id.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if len(name) <= max_chars:
+        return name
+    half = (max_chars - 1) // 2
+    return name[:half] + "…" + name[-(max_chars - 1 - half) :]
 
 
 def draw_overlays(samples, keypoints: np.ndarray, scores: np.ndarray, schema, path: Path, columns: int = 3) -> None:
-    """A grid of frames with predictions (dots) and labels (white rings), written atomically to ``path``."""
-    from tardis_edge.data.dataset import read_sample_image
+    """A grid of frames, written atomically to ``path`` as PNG.
 
-    tiles = []
-    for sample, kps, sc in zip(samples, keypoints, scores, strict=True):
-        image = read_sample_image(sample)
-        tile = draw_keypoints(image, kps, sc, schema.skeleton, ground_truth=sample.keypoints_xy)
-        cv2.putText(tile, sample.sample_id[-28:], (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
-        tiles.append(tile)
-    if not tiles:
+    Each panel shows the predicted keypoints (filled dots, one colour per keypoint, joined by the skeleton) and
+    the labels (white rings with a black edge); its title is the frame's file name and the mean pixel error of
+    the labelled keypoints. One legend below the grid names the colours and marks.
+
+    Args:
+        samples: labelled samples (their images are read from disk).
+        keypoints: ``(N, K, 2)`` predictions in image pixels.
+        scores: ``(N, K)`` prediction scores (shown in the legend as the mean per keypoint).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from tardis_edge.data.dataset import read_sample_image
+    from tardis_edge.io import atomic_path
+
+    samples = list(samples)
+    if not samples:
         return
-    h = max(t.shape[0] for t in tiles)
-    w = max(t.shape[1] for t in tiles)
-    rows = (len(tiles) + columns - 1) // columns
-    grid = np.zeros((rows * h, columns * w, 3), np.uint8)
-    for i, t in enumerate(tiles):
-        r, c = divmod(i, columns)
-        grid[r * h : r * h + t.shape[0], c * w : c * w + t.shape[1]] = t
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"could not encode the overlay image for {path}")
-    atomic_write_bytes(path, buf.tobytes())
+    images = [read_sample_image(s) for s in samples]
+    columns = min(columns, len(samples))
+    rows = (len(samples) + columns - 1) // columns
+    aspect = images[0].shape[0] / images[0].shape[1]
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * aspect * rows + 1.4), squeeze=False)
+    for ax in axes.flat[len(samples) :]:
+        ax.set_visible(False)
+    for ax, sample, image, kps in zip(axes.flat, samples, images, keypoints, strict=False):
+        ax.imshow(image)
+        shown = np.isfinite(kps).all(axis=1)
+        for a, b in schema.skeleton:
+            if shown[a] and shown[b]:
+                ax.plot(*zip(kps[a], kps[b], strict=True), color="white", lw=1.2, alpha=0.8)
+        truth = sample.keypoints_xy
+        labelled = np.isfinite(truth).all(axis=1) if truth is not None else np.zeros(len(kps), bool)
+        if labelled.any():
+            ax.scatter(*truth[labelled].T, s=70, facecolors="none", edgecolors="black", linewidths=2.6)
+            ax.scatter(*truth[labelled].T, s=70, facecolors="none", edgecolors="white", linewidths=1.2)
+        for k in np.flatnonzero(shown):
+            ax.scatter(*kps[k], s=22, color=keypoint_colour(k), edgecolors="black", linewidths=0.5, zorder=3)
+        both = labelled & shown
+        error = f"mean error {np.linalg.norm(kps[both] - truth[both], axis=1).mean():.1f} px" if both.any() else ""
+        ax.set_title(f"{frame_title(sample.sample_id)}\n{error}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    mean_scores = np.nanmean(np.asarray(scores, dtype=float), axis=0) if len(scores) else []
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=9, mfc="none", mec="black", mew=1.5, label="label (truth)"),
+        Line2D([], [], color="grey", lw=1.2, label="prediction skeleton"),
+    ] + [
+        Line2D([], [], ls="", marker="o", ms=6, color=keypoint_colour(k), mec="black", label=f"{name} (score {s:.2f})")
+        for k, (name, s) in enumerate(zip(schema.names, mean_scores, strict=False))
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=9, frameon=False)
+    fig.suptitle("test frames: predicted keypoints (dots) vs labels (rings)", fontsize=11)
+    legend_rows = (len(handles) + 3) // 4
+    fig.tight_layout(rect=(0, 0.05 * legend_rows / rows + 0.02, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
