@@ -1,4 +1,4 @@
-"""Collect the openfield accuracy runs (with and without stage 1) into benchmarks/results/openfield.json.
+"""Collect the openfield accuracy run (and ablations of it) into benchmarks/results/openfield.json.
 
 python benchmarks/openfield_report.py runs/openfield runs/openfield-nostage1
 """
@@ -40,35 +40,68 @@ def run_record(run: Path) -> dict:
     }
 
 
+CONFIG = Path("benchmarks/configs/openfield.yaml")
+
+
+def run_command(run: Path) -> str:
+    """The training command of ``run``, derived from its resolved config: the benchmark config plus the fields the
+    run changed (``--key=value``), so the report never holds a hand-typed command."""
+    import yaml
+
+    from tardis_edge.config import load_config, to_dict
+    from training.full import FullConfig
+
+    recipe = to_dict(load_config(FullConfig, CONFIG))
+    used = yaml.safe_load((run / "config.yaml").read_text())
+    overrides = []
+    for change in config_differences(recipe, used):
+        key, value = change
+        overrides.append(f"--{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return " ".join(["python -m training.full", str(CONFIG), f"--out={run}", *overrides])
+
+
+def config_differences(recipe: dict, used: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key in sorted(set(recipe) | set(used)):
+        name = prefix + key
+        if name in ("out", "extract.cache", "extract.teacher", "extract.random_teacher", "extract.depth",
+                    "extract.device"):  # fmt: skip
+            continue  # the run folder, and what training.full fills in from the top-level fields
+        a, b = recipe.get(key), used.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b:
+            out.append((name, b))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("with_stage1", type=Path)
-    parser.add_argument("without_stage1", type=Path)
+    parser.add_argument("run", type=Path, help="the run of benchmarks/configs/openfield.yaml")
+    parser.add_argument(
+        "ablations", type=Path, nargs="*", help="runs of the same config with changes (e.g. no stage 1)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/openfield.json"))
     args = parser.parse_args()
-    with_s1, without_s1 = run_record(args.with_stage1), run_record(args.without_stage1)
-    versions = json.loads((args.with_stage1 / "versions.json").read_text())
+    main_run = run_record(args.run) | {"command": run_command(args.run)}
+    versions = json.loads((args.run / "versions.json").read_text())
     report = {
-        "benchmark": "openfield fixed split (95 train / 21 test), flip test, detector-free two-pass crops",
+        "benchmark": "openfield fixed split (95 train / 21 test, benchmarks/configs/openfield.yaml), flip test, "
+        "detector-free two-pass crops; epoch-based seeded recipe, last checkpoint (no validation part)",
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
         "versions": versions,
         "measured": measurement(["python benchmarks/openfield_report.py", *sys.argv[1:]]),
-        "command": "python -m training.full benchmarks/configs/openfield.yaml --out=runs/openfield",
-        "command_without_stage1": (
-            "python -m training.full benchmarks/configs/openfield.yaml --out=runs/openfield-nostage1 "
-            "--skip_distill=true --keypoints.time_budget_s=3300"
-        ),
-        "test_rmse_px": with_s1["test_rmse_px"],
-        "with_stage1": with_s1,
-        "without_stage1": without_s1,
+        "command": main_run["command"],
+        "test_rmse_px": main_run["test_rmse_px"],
+        "run": main_run,
+        "ablations": [run_record(a) | {"command": run_command(a)} for a in args.ablations],
         "reference": {"deeplabcut3_from_scratch_rmse_px": 27.7, "deeplabcut3_pck@0.1": 0.76},
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("test_rmse_px",)}, indent=2))
-    for name, rec in (("with stage 1", with_s1), ("without stage 1", without_s1)):
+    atomic_write_text(args.out, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    for rec in [main_run, *report["ablations"]]:
         print(
-            f"{name}: RMSE {rec['test_rmse_px']:.2f} px, PCK@0.05 {rec['PCK@0.05']}, PCK@0.1 {rec['PCK@0.1']}, "
-            f"wall {rec['wall_time_s'].get('total_s', 0) / 60:.1f} min"
+            f"{rec['command']}\n  RMSE {rec['test_rmse_px']:.2f} px, PCK@0.05 {rec['PCK@0.05']}, "
+            f"PCK@0.1 {rec['PCK@0.1']}, wall {rec['wall_time_s'].get('total_s', 0) / 60:.1f} min"
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -150,7 +151,10 @@ def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
         old = yaml.safe_load(saved.read_text()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{saved} is not valid YAML ({err}); move the folder away or pick another --out") from None
-    changes = config_changes(old, to_dict(cfg))
+    from tardis_edge.config import merge
+
+    # A field added to the config since that run was made counts as its default there.
+    changes = config_changes(merge(to_dict(FullConfig()), old), to_dict(cfg))
     if not changes:
         return
     if not cfg.new_run:
@@ -444,6 +448,9 @@ def run(cfg: FullConfig) -> int:
         "teacher": cfg.teacher or f"RANDOM {cfg.random_teacher} depth {cfg.random_teacher_depth} (not DINOv2 weights)",
         "stage1": "skipped" if cfg.skip_distill else "distilled",
         "backbone": cfg.model.backbone,
+        "command": " ".join(["python -m training.full", *sys.argv[1:]]) if sys.argv[0].endswith("full.py") else None,
+        "cpu_s": time.process_time(),  # CPU seconds of this process (all threads): comparable on a busy machine
+        "load_average": list(os.getloadavg()),
         "split": {**split.sizes(), "describe": split.describe},
         "test_samples": len(test),
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict)},
