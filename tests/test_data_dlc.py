@@ -15,9 +15,7 @@ from tardis_edge.data import (
     flip_pairs_from_names,
     load_dataset,
     load_dlc_project,
-    openfield_split,
     read_sample_image,
-    split_by_index,
 )
 
 LABELS = Path("labeled-data/m4s1/CollectedData_Pranav.csv")
@@ -80,29 +78,6 @@ def test_openfield_csv_and_h5_give_identical_arrays(openfield_csv, openfield_h5)
     np.testing.assert_array_equal(
         np.stack([s.visible for s in openfield_csv]), np.stack([s.visible for s in openfield_h5])
     )
-
-
-def test_openfield_fixed_split(openfield_csv):
-    train, test = openfield_split(openfield_csv)
-    assert (len(train), len(test)) == (95, 21)
-    assert train.sample_ids[0].endswith("img0000.png") and train.sample_ids[-1].endswith("img0094.png")
-    assert test.sample_ids[0].endswith("img0095.png") and test.sample_ids[-1].endswith("img0115.png")
-    same_train, same_test = split_by_index(openfield_csv, 95)  # file order is frame order here
-    assert same_train.sample_ids == train.sample_ids and same_test.sample_ids == test.sample_ids
-    assert test.summary.num_samples == 21 and "[test]" in test.summary.source
-
-
-def test_split_by_ids(openfield_csv):
-    held_out = ["labeled-data/m4s1/img0003.png", "labeled-data/m4s1/img0100.png"]
-    train, test = openfield_csv.split_by_ids(held_out)
-    assert test.sample_ids == held_out and len(train) == 114 and not set(held_out) & set(train.sample_ids)
-    with pytest.raises(KeyError, match=r"test ids \['img0003.png'\] are not sample ids"):
-        openfield_csv.split_by_ids(["img0003.png"])
-
-
-def test_openfield_split_refuses_a_partial_project(openfield_csv):
-    with pytest.raises(ValueError, match=r"not the openfield project.*got 100.*use split_by_index"):
-        openfield_split(openfield_csv.subset(range(100)))
 
 
 def test_three_index_column_csv_layout(tmp_path, openfield_subset_dir):

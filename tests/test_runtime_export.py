@@ -8,9 +8,10 @@ to Gaussian targets, so heatmaps have real peaks).
 
 import numpy as np
 import pytest
+from openfield_split import openfield_split
 from test_export import fit_small_model, write_run
 
-from tardis_edge.data import openfield_split, read_sample_image
+from tardis_edge.data import read_sample_image
 from tardis_edge.runtime import open_runner
 
 FP32_MAX_PX = 0.05  # the export's FP32 parity threshold (tardis-export --max-fp32-dev)
