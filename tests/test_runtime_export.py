@@ -19,17 +19,17 @@ FP16_MEAN_PX = 0.25  # the export's FP16 threshold (--max-fp16-mean-dev)
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, openfield_dir):
+def exported(tmp_path_factory, openfield_subset_dir):
     from export.cli import main as export_main
     from tardis_edge.data import load_dataset
 
-    model, schema = fit_small_model(openfield_dir)
-    run = write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_dir)
+    model, schema = fit_small_model(openfield_subset_dir)
+    run = write_run(tmp_path_factory.mktemp("run"), model, schema, openfield_subset_dir)
     artifact = run / "artifact"
     assert export_main([str(run), "--out", str(artifact), "--fp16", "--no-verify", "--no-engine"]) == 0
     dark = run / "artifact_dark"  # the openfield recipe decodes with DARK
     assert export_main([str(run), "--out", str(dark), "--decode", "dark", "--no-verify", "--no-engine"]) == 0
-    test = openfield_split(load_dataset(openfield_dir))[1]
+    test = openfield_split(load_dataset(openfield_subset_dir))[1]
     frames = [read_sample_image(s) for s in test.samples[:4]]
     return model, run, artifact, frames, test.samples[:4]
 
