@@ -70,9 +70,12 @@ def pytest_lines(report: Path, exit_code: int | None) -> list[str]:
         f"pytest: {outcomes['passed']} passed, {outcomes['failed']} failed, {outcomes['skipped']} skipped "
         f"of {len(cases)} selected ({share:.1f} % ran)"
     ]
-    reasons = Counter(skip_reason(message) for _, outcome, message in cases if outcome == "skipped")
-    for reason, count in reasons.most_common():
-        lines.append(f"  skipped {count:3d}: {reason}")
+    lines += [f"  FAILED: {name}" for name, outcome, _ in cases if outcome == "failed"]
+    skipped = [(skip_reason(message), name) for name, outcome, message in cases if outcome == "skipped"]
+    for reason, count in Counter(reason for reason, _ in skipped).most_common():
+        files = Counter(name.split("::")[0].rsplit(".", 1)[-1] for r, name in skipped if r == reason)
+        where = ", ".join(f"{file} {n}" for file, n in sorted(files.items()))
+        lines.append(f"  skipped {count:3d}: {reason}\n               in {where}")
     deselected = report / "pytest-deselected.json"
     if deselected.is_file():
         by_marker = Counter(m for item in json.loads(deselected.read_text()) for m in item["markers"] or ["other"])
