@@ -22,7 +22,6 @@ Each run writes ``benchmarks/results/extract-<mode>-<variant>-<resolution>-<dtyp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from tardis_edge.feature_cache import ExtractConfig, teacher_features
-from tardis_edge.io import atomic_write_text
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.machine import cpu_name
 from tardis_edge.provenance import measurement
 from tardis_edge.teacher import VARIANTS, random_dinov2
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     name = f"extract-{args.mode}-{args.variant}-{args.resolution}-{args.dtype}-{device.type}.json"
     out = args.out or RESULTS / name
-    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out, strict_json(record) + "\n")
     print(
         f"{args.mode} {args.variant} {args.resolution}px {args.dtype} on {record['machine']['device_name']}: "
         f"{record['crops_per_s_median']:.2f} crops/s -> {out}"

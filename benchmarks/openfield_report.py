@@ -12,7 +12,7 @@ import platform
 import sys
 from pathlib import Path
 
-from tardis_edge.io import atomic_write_text
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.machine import cpu_name
 from tardis_edge.provenance import measurement
 
@@ -97,7 +97,7 @@ def main() -> None:
         "ablations": [run_record(a) | {"command": run_command(a)} for a in args.ablations],
         "reference": {"deeplabcut3_from_scratch_rmse_px": 27.7, "deeplabcut3_pck@0.1": 0.76},
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(args.out, strict_json(report) + "\n")
     for rec in [main_run, *report["ablations"]]:
         print(
             f"{rec['command']}\n  RMSE {rec['test_rmse_px']:.2f} px, PCK@0.05 {rec['PCK@0.05']}, "

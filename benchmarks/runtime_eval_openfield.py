@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(ROOT))
 
-from tardis_edge.io import atomic_write_text  # noqa: E402
+from tardis_edge.io import atomic_write_text, strict_json  # noqa: E402
 from tardis_edge.provenance import measurement, runtime_environment  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "openfield-Pranav-2018-10-30"
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             "source": str(args.run / "metrics_test.json"),
             **{k: metrics[k] for k in HEADLINE if k in metrics},
         }
-    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(args.out, strict_json(record) + "\n")
     print(f"wrote {args.out}")
     return record
 

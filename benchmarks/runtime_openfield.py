@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file from anywhere
     sys.path.insert(0, str(ROOT))
 
-from tardis_edge.io import atomic_write_text  # noqa: E402
+from tardis_edge.io import atomic_write_text, strict_json  # noqa: E402
 from tardis_edge.provenance import load_average, measurement, runtime_environment  # noqa: E402
 
 VIDEO = ROOT.parent / "shared" / "data" / "openfield-Pranav-2018-10-30" / "videos" / "m3v1mp4.mp4"
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
             if r["fps"]
         },
     }
-    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(args.out, strict_json(record) + "\n")
     print(f"wrote {args.out}")
     return record
 

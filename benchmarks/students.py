@@ -18,7 +18,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tardis_edge.io import atomic_write_text
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.machine import cpu_name
 from tardis_edge.models import BACKBONES, ModelConfig, build_model
 from tardis_edge.provenance import measurement
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for name in args.backbones:
         results.append(measure(name, args))
-        print(json.dumps(results[-1]))
+        print(strict_json(results[-1], indent=None))
     report = {
         "benchmark": "student pose models (deployment form), batch 1",
         "input": [1, 3, args.size, args.size],
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_note": "FlopCounterMode: conv + matmul only, 2 FLOPs per multiply-add (GMACs = GFLOPs / 2)",
         "results": results,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, strict_json(report) + "\n")
     print(f"wrote {args.out}")
     return report
 

@@ -36,7 +36,7 @@ import numpy as np
 from export.calibration import labelled_boxes
 from tardis_edge.artifact import OUTPUT_HEATMAPS, ArtifactMetadata
 from tardis_edge.codec import flip_indices_from_pairs
-from tardis_edge.io import atomic_write_text
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.predict import CropRunner, PredictConfig, crop_batch, crop_keypoints, predict_frames
 
 CropKeypoints = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # crops -> (keypoints input px, scores)
@@ -419,18 +419,8 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write ``verification.json`` and ``verification.md`` into ``folder`` (atomically)."""
-    import json
-
-    def finite(value: Any) -> Any:  # strict JSON has no NaN: write null
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return value
 
     json_path, md_path = folder / "verification.json", folder / "verification.md"
-    atomic_write_text(json_path, json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(json_path, strict_json(report) + "\n")
     atomic_write_text(md_path, report_markdown(report))
     return json_path, md_path

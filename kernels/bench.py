@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import re
@@ -46,7 +45,7 @@ from kernels.decode import decode_heatmaps as kernel_decode
 from kernels.decode import reference_decode, soft_argmax
 from tardis_edge import decode as reference
 from tardis_edge import geometry
-from tardis_edge.io import atomic_write_text
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.machine import cpu_name
 from tardis_edge.provenance import measurement
 
@@ -390,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     record["skipped"] = skipped
     record["results"] = results
     out = args.out or RESULTS / f"decode-{_slug(record['machine'])}.json"
-    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out, strict_json(record) + "\n")
     print(f"wrote {out}")
     return record
 

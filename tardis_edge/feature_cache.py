@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from tardis_edge import geometry
 from tardis_edge.artifact import IMAGENET_MEAN, IMAGENET_STD
 from tardis_edge.data.sample import Sample
-from tardis_edge.io import atomic_path, atomic_write_text
+from tardis_edge.io import atomic_path, atomic_write_text, json_safe, strict_json
 
 CACHE_FORMAT = "tardis-edge-feature-cache"
 CACHE_VERSION = 1
@@ -503,7 +503,7 @@ class FeatureCache:
             )
         (root / SHARDS).mkdir(parents=True, exist_ok=True)
         if not manifest_path.is_file():
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+            atomic_write_text(manifest_path, strict_json(manifest, sort_keys=True))
         cache = cls(root, expect=manifest)
         cache._lock()
         cache._drop_unfinished()
@@ -535,7 +535,10 @@ class FeatureCache:
 
     def _drop_unfinished(self) -> None:
         if self._torn_tail:
-            done = b"".join(json.dumps(asdict(r), separators=(",", ":")).encode() + b"\n" for r in self._records)
+            done = b"".join(
+                json.dumps(json_safe(asdict(r)), separators=(",", ":"), allow_nan=False).encode() + b"\n"
+                for r in self._records
+            )
             with atomic_path(self.path / INDEX) as tmp:
                 tmp.write_bytes(done)
             self._torn_tail = False
@@ -589,7 +592,7 @@ class FeatureCache:
                 f.create_dataset("channel_sumsq", data=(as_float**2).sum(axis=(0, 2, 3)))
         record = _ShardRecord(name, final.stat().st_size, list(sample_ids))
         with open(self.path / INDEX, "ab") as index:
-            index.write(json.dumps(asdict(record), separators=(",", ":")).encode() + b"\n")
+            index.write(json.dumps(json_safe(asdict(record)), separators=(",", ":"), allow_nan=False).encode() + b"\n")
             index.flush()
             os.fsync(index.fileno())
         self._records.append(record)

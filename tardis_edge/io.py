@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -65,3 +67,23 @@ def atomic_torch_save(obj, path: str | Path) -> None:
                     errno.ENOSPC, "no space left on device (or a file-size limit) while writing", str(path)
                 ) from None
             raise
+
+
+def json_safe(value: object) -> object:
+    """``value`` with NaN/inf floats as None and NumPy scalars/arrays as Python numbers/lists (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # NumPy scalars and arrays
+        return json_safe(value.tolist())
+    return value
+
+
+def strict_json(data: object, indent: int | None = 2, sort_keys: bool = False, default=None) -> str:
+    """Strict JSON text of ``data`` (``allow_nan=False``): NaN and infinities are written as ``null``, so every JSON
+    reader accepts the file (Python's default writes a bare ``NaN``, which is not JSON). ``default`` as in
+    ``json.dumps`` (e.g. ``str`` for paths)."""
+    return json.dumps(json_safe(data), indent=indent, sort_keys=sort_keys, allow_nan=False, default=default)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tardis_edge.io import atomic_torch_save, atomic_write_text
+from tardis_edge.io import atomic_torch_save, atomic_write_text, strict_json
 
 LOG = logging.getLogger("tardis")
 
@@ -89,7 +89,7 @@ def setup_logging(run_dir: Path, d: Dist | None = None) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, strict_json(data, default=str) + "\n")
 
 
 # ---------------------------------------------------------------- stage bookkeeping

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tardis_edge.data.dataset import LoadSummary, PoseDataset, Skipped, check_flip_pairs, flip_pairs_from_names
+from tardis_edge.data.dataset import (
+    LoadSummary,
+    PoseDataset,
+    Skipped,
+    check_flip_pairs,
+    describe_flip_pairs,
+    flip_pairs_from_names,
+)
 from tardis_edge.data.sample import KeypointSchema, Sample
 
 # Published OKS sigmas, keyed by the keypoint names they belong to (mmpose configs/_base_/datasets/*.py).
@@ -107,6 +114,32 @@ def _keypoints_from_annotation(values: object, num_keypoints: int, where: str) -
     return xy.astype(np.float32), visible.astype(np.float32)
 
 
+def _skeleton(edges: list, num_k: int, where: str) -> tuple[list[tuple[int, int]], str | None]:
+    """0-based skeleton edges from a COCO category's ``skeleton``, and a note when it was 0-based.
+
+    COCO numbers keypoints from 1 in the skeleton, but some files (mmpose's own ATRW and AP-10K/AK files) number
+    them from 0. The numbering is detected: an index 0 (or none reaching ``num_k``) means 0-based. Either way the
+    skeleton only draws lines, so it never refuses the dataset.
+    """
+    for edge in edges:
+        if not (isinstance(edge, (list, tuple)) and len(edge) == 2 and all(isinstance(v, int) for v in edge)):
+            raise ValueError(f"{where}: skeleton edge {edge!r} must be two integer keypoint indices")
+    used = [v for e in edges for v in e]
+    if not used:
+        return [], None
+    if min(used) >= 1 and max(used) <= num_k:
+        return [(a - 1, b - 1) for a, b in edges], None
+    if min(used) >= 0 and max(used) <= num_k - 1:
+        return [(a, b) for a, b in edges], (
+            "skeleton numbered from 0 (COCO numbers keypoints from 1): read as 0-based, as mmpose's ATRW and AK "
+            "files are"
+        )
+    raise ValueError(
+        f"{where}: skeleton indices {min(used)}..{max(used)} fit neither 1..{num_k} (COCO) nor 0..{num_k - 1}; fix "
+        "the skeleton (it only draws lines) or remove it"
+    )
+
+
 def load_coco_keypoints(
     json_path: str | Path,
     image_root: str | Path | None = None,
@@ -162,14 +195,9 @@ def load_coco_keypoints(
                 "split the file per keypoint schema"
             )
     num_k = len(names)
-    skeleton = []
-    for edge in reference.get("skeleton") or []:
-        if len(edge) != 2 or not all(isinstance(e, int) and 1 <= e <= num_k for e in edge):
-            raise ValueError(
-                f"{path}: skeleton edge {edge!r} of category {reference['name']!r} must be two 1-based keypoint "
-                f"indices in 1..{num_k}"
-            )
-        skeleton.append((edge[0] - 1, edge[1] - 1))
+    where = f"{path}: category {reference['name']!r}"
+    skeleton, skeleton_note = _skeleton(reference.get("skeleton") or [], num_k, where)
+    notes_from_schema = [skeleton_note] if skeleton_note else []
 
     images = {}
     for image in data["images"]:
@@ -231,7 +259,7 @@ def load_coco_keypoints(
         reasons = "; ".join(f"{s.what}: {s.reason}" for s in skipped[:5]) or "no annotations"
         raise ValueError(f"empty dataset: {path} has no usable keypoint annotation ({reasons})")
 
-    notes = []
+    notes = list(notes_from_schema)
     if sigmas is not None:
         sigmas = tuple(float(s) for s in sigmas)
         if len(sigmas) != num_k or not all(s > 0 for s in sigmas):
@@ -248,7 +276,7 @@ def load_coco_keypoints(
         pairs = check_flip_pairs(flip_pairs, names, str(path))
     else:
         pairs = flip_pairs_from_names(names)
-    notes.append(f"{len(pairs)} flip pairs" + (" (from names)" if flip_pairs is None else ""))
+    notes.append(describe_flip_pairs(pairs, names) + (" (from names)" if flip_pairs is None else ""))
     schema = KeypointSchema(names=names, skeleton=tuple(skeleton), flip_pairs=pairs, sigmas=sigmas)
     summary = LoadSummary.from_samples(samples, schema, str(path), "COCO keypoints", skipped, notes)
     return PoseDataset(schema, samples, summary, path)

@@ -196,32 +196,44 @@ def few_shot(dataset: PoseDataset, n_per_category: int, seed: int) -> PoseDatase
 
 
 _SIDE_LETTERS = {"l": "r", "r": "l"}
+# An upper-case side letter in a camel-case or suffixed name: ``eyeL``, ``forelegL1``, ``LEye``, ``wing_L`` (mmpose's
+# fly, locust and zebra). Not after another capital (``ELbow``), and followed by the end, a digit, a separator or the
+# next capitalised word.
+_CAMEL_SIDE = re.compile(r"(?<![A-Z])[LR](?=$|[0-9_\-\s.]|[A-Z][a-z])")
 
 
-def _mirror_name(name: str) -> str | None:
-    """The lower-case name of the opposite-side keypoint, or None if ``name`` has no side.
+def _mirror_names(name: str) -> list[str]:
+    """Lower-case names the opposite-side keypoint may have (empty if ``name`` has no side).
 
-    Handles ``left_eye``/``leftear``/``LeftEar`` (the words left/right anywhere) and ``L_Eye``/``R_F_Paw``/
-    ``l-ear`` (a single ``l``/``r`` token between separators).
+    Handles ``left_eye``/``leftear``/``LeftEar`` (the words left/right anywhere), ``L_Eye``/``R_F_Paw``/``l-ear``/
+    ``eye_l`` (a single ``l``/``r`` token between separators, prefix or suffix) and ``eyeL``/``forelegL1``/``LEye``
+    (one upper-case ``L``/``R`` at a word boundary of a camel-case name).
     """
     lower = name.lower()
     if "left" in lower and "right" not in lower:
-        return lower.replace("left", "right")
+        return [lower.replace("left", "right")]
     if "right" in lower and "left" not in lower:
-        return lower.replace("right", "left")
+        return [lower.replace("right", "left")]
+    mirrors = []
     tokens = re.split(r"([_\-\s.]+)", lower)
     sided = [i for i, t in enumerate(tokens) if t in _SIDE_LETTERS]
-    if len(sided) != 1:
-        return None
-    tokens[sided[0]] = _SIDE_LETTERS[tokens[sided[0]]]
-    return "".join(tokens)
+    if len(sided) == 1:
+        tokens[sided[0]] = _SIDE_LETTERS[tokens[sided[0]]]
+        mirrors.append("".join(tokens))
+    camel = list(_CAMEL_SIDE.finditer(name))
+    if len(camel) == 1:
+        i = camel[0].start()
+        mirrors.append((name[:i] + ("R" if name[i] == "L" else "L") + name[i + 1 :]).lower())
+    return mirrors
 
 
 def flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
     """Left/right keypoint pairs found from the names (``left_eye``/``right_eye``, ``leftear``/``rightear``,
-    ``L_Eye``/``R_Eye``, ``LeftPaw``/``RightPaw`` …), as ``(i, j)`` index pairs with ``i < j``.
+    ``L_Eye``/``R_Eye``, ``eye_l``/``eye_r``, ``LeftPaw``/``RightPaw``, ``eyeL``/``eyeR``, ``forelegL1``/
+    ``forelegR1`` …), as ``(i, j)`` index pairs with ``i < j``.
 
-    Matching ignores case. A name whose mirror is not in the list has no pair (a keypoint on the midline).
+    Matching ignores case. A name whose mirror is not in the list has no pair (a keypoint on the midline), so a
+    side-looking letter (``Leg``) pairs only when its mirror (``Reg``) is a keypoint too.
     """
     lower = [n.lower() for n in names]
     duplicates = [n for n, c in Counter(lower).items() if c > 1]
@@ -229,12 +241,25 @@ def flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
         raise ValueError(f"keypoint names must be unique (ignoring case); repeated: {duplicates}")
     index = {n: i for i, n in enumerate(lower)}
     pairs = set()
-    for i, n in enumerate(lower):
-        mirror = _mirror_name(n)
-        j = index.get(mirror) if mirror is not None else None
-        if j is not None and j != i:
-            pairs.add((min(i, j), max(i, j)))
+    for i, n in enumerate(names):
+        for mirror in _mirror_names(n):
+            j = index.get(mirror)
+            if j is not None and j != i:
+                pairs.add((min(i, j), max(i, j)))
+                break
+    used = [k for pair in pairs for k in pair]
+    if len(used) != len(set(used)):
+        raise ValueError(
+            f"keypoint names {list(names)} give ambiguous flip pairs {sorted(pairs)} (a keypoint in two pairs); "
+            "pass flip_pairs explicitly"
+        )
     return tuple(sorted(pairs))
+
+
+def describe_flip_pairs(pairs: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """``flip pairs (eyeL, eyeR), (wingL, wingR)`` for the load summary (``none`` when there are none)."""
+    listed = ", ".join(f"({names[i]}, {names[j]})" for i, j in pairs)
+    return f"flip pairs {listed or 'none'}"
 
 
 def check_flip_pairs(

@@ -28,6 +28,7 @@ from tardis_edge.data.dataset import (
     PoseDataset,
     Skipped,
     check_flip_pairs,
+    describe_flip_pairs,
     flip_pairs_from_names,
     labels_outside_images,
 )
@@ -368,7 +369,7 @@ def load_dlc_project(
     else:
         pairs = flip_pairs_from_names(names)
     schema = KeypointSchema(names=names, skeleton=config.skeleton, flip_pairs=pairs, sigmas=None)
-    notes = [f"flip pairs {[(names[i], names[j]) for i, j in pairs]}" + (" (from names)" if flip_pairs is None else "")]
+    notes = [describe_flip_pairs(pairs, names) + (" (from names)" if flip_pairs is None else "")]
     if check_images:
         warnings += labels_outside_images(samples, names, seen)
     summary = LoadSummary.from_samples(samples, schema, str(project), "DeepLabCut", skipped, notes, warnings)

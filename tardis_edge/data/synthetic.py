@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tardis_edge.io import strict_json
+
 GENERATOR = "tardis_edge.data.synthetic"
 GENERATOR_VERSION = 2  # bump whenever the drawing or the layout changes: old folders are then regenerated
 MARKER_NAME = "tardis_synthetic.json"
@@ -207,7 +209,7 @@ def generate_synthetic_project(
     os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would follow the folder into place
     try:
         _write_project(tmp, num_labelled, num_unlabelled, image_wh, seed)
-        (tmp / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        (tmp / MARKER_NAME).write_text(strict_json(marker, indent=1) + "\n", encoding="utf-8")
         _move_into_place(tmp, out_dir, marker)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
