@@ -65,7 +65,7 @@ def draw_overlays(samples, keypoints: np.ndarray, scores: np.ndarray, schema, pa
     columns = min(columns, len(samples))
     rows = (len(samples) + columns - 1) // columns
     aspect = images[0].shape[0] / images[0].shape[1]
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * aspect * rows + 1.4), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, (4.2 * aspect + 0.6) * rows + 1.2), squeeze=False)
     for ax in axes.flat[len(samples) :]:
         ax.set_visible(False)
     for ax, sample, image, kps in zip(axes.flat, samples, images, keypoints, strict=False):
