@@ -80,12 +80,20 @@ def box_from_center_size(
     return CropBox(cx, cy, w * padding, h * padding)
 
 
+# The refine pass crops around the model's own keypoints. OpenCV's warpAffine places its samples on a 1/32 px
+# fixed-point grid, so a box that moves by 1e-5 px can resample the crop and move the refined keypoints by 1e-3 px: two
+# backends whose first passes agree to 4e-5 px (FP32 ONNX Runtime vs PyTorch) would disagree a hundred times more.
+# The refine box is therefore widened to this grid (image pixels) and only moves when the keypoints move visibly.
+REFINE_BOX_GRID = 0.5
+
+
 def box_from_keypoints(
     keypoints_xy: np.ndarray,
     visible: np.ndarray | None,
     input_wh: tuple[int, int],
     padding: float = DEFAULT_PADDING,
     min_size: float = 16.0,
+    grid: float = 0.0,
 ) -> CropBox:
     """The padded crop box around the labelled keypoints (DeepLabCut projects have no boxes).
 
@@ -93,6 +101,7 @@ def box_from_keypoints(
         keypoints_xy: ``(K, 2)`` image pixels; NaN where unlabelled.
         visible: ``(K,)`` mask of labelled keypoints, or None to use the finite ones.
         min_size: lower bound on the unpadded box side, so one or two labelled points still give a crop.
+        grid: > 0: the keypoints' extent is widened outwards to multiples of ``grid`` pixels (``REFINE_BOX_GRID``).
     """
     pts = np.asarray(keypoints_xy, dtype=np.float64)
     mask = np.isfinite(pts).all(axis=1)
@@ -101,6 +110,8 @@ def box_from_keypoints(
     if not mask.any():
         raise ValueError("no labelled keypoint to build a box from; pass a box or label at least one keypoint")
     lo, hi = pts[mask].min(axis=0), pts[mask].max(axis=0)
+    if grid > 0:  # a point within 1e-3 grid steps of a grid line counts as on it: decodes such as MSRA land there
+        lo, hi = np.floor(lo / grid + 1e-3) * grid, np.ceil(hi / grid - 1e-3) * grid
     w, h = max(hi[0] - lo[0], min_size), max(hi[1] - lo[1], min_size)
     return box_from_center_size((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, w, h, input_wh, padding)
 

@@ -121,7 +121,9 @@ def box_from_prediction(
     ok = confident(keypoints, scores, cfg.box_min_score)
     if not ok.any():
         return fallback
-    return geometry.box_from_keypoints(keypoints, ok, input_wh, padding=cfg.padding, min_size=cfg.box_min_size)
+    return geometry.box_from_keypoints(
+        keypoints, ok, input_wh, padding=cfg.padding, min_size=cfg.box_min_size, grid=geometry.REFINE_BOX_GRID
+    )
 
 
 def crop_keypoints(

@@ -155,3 +155,18 @@ def test_training_evaluation_export_verification_and_edge_eval_give_the_same_key
         f"max keypoint difference to training evaluation (image px): verify no-flip {verify_no_flip:.2e}, verify "
         f"flip {verify_flip:.2e}, tardis-edge flip {edge_flip_px:.2e}, tardis-edge no-flip {edge_no_flip_px:.2e}"
     )
+
+
+def test_refine_box_ignores_numeric_noise_but_follows_the_animal():
+    """The refine box sits on REFINE_BOX_GRID: backends whose pass-1 keypoints differ by float noise crop the same
+    pixels (OpenCV's warp would otherwise resample), and a visible move still moves it."""
+
+    keypoints = np.array([[100.3, 50.2], [140.7, 90.1], [120.0, 70.0]])
+    box = geometry.box_from_keypoints(keypoints, None, (64, 64), grid=geometry.REFINE_BOX_GRID)
+    for noise in (1e-5, -1e-5, 3e-4):
+        assert geometry.box_from_keypoints(keypoints + noise, None, (64, 64), grid=geometry.REFINE_BOX_GRID) == box
+    on_line = np.array([[100.0, 50.0], [140.0, 90.0]])  # MSRA-quantised keypoints land on grid lines
+    boxes = {geometry.box_from_keypoints(on_line + d, None, (64, 64), grid=0.5) for d in (-1e-9, 0.0, 1e-9)}
+    assert len(boxes) == 1
+    moved = geometry.box_from_keypoints(keypoints + 2.0, None, (64, 64), grid=geometry.REFINE_BOX_GRID)
+    assert moved.cx == pytest.approx(box.cx + 2.0) and moved.cy == pytest.approx(box.cy + 2.0)

@@ -60,6 +60,10 @@ bool box_around_keypoints(const std::vector<float>& keypoints, const std::vector
         any = true;
     }
     if (!any) return false;
+    // Widened to tardis_edge.geometry.REFINE_BOX_GRID (0.5 px), as the Python refine box.
+    const double grid = 0.5;
+    lo_x = std::floor(lo_x / grid + 1e-3) * grid, lo_y = std::floor(lo_y / grid + 1e-3) * grid;
+    hi_x = std::ceil(hi_x / grid - 1e-3) * grid, hi_y = std::ceil(hi_y / grid - 1e-3) * grid;
     const double w = std::max(hi_x - lo_x, min_size), h = std::max(hi_y - lo_y, min_size);
     const double cx = 0.5 * (lo_x + hi_x), cy = 0.5 * (lo_y + hi_y);
     box->x = static_cast<float>(cx - 0.5 * w);
