@@ -4,8 +4,9 @@ commands or engines, and a verification report against PyTorch on held-out real 
     tardis-export runs/openfield                         # FP32 graphs + verification
     tardis-export runs/openfield --fp16 --int8 --calib ../shared/data/openfield-Pranav-2018-10-30
 
-Exit status: 0 success; 1 an error (the message says what and how to fix it); 2 bad arguments; 3 an artifact
-exceeded its verification threshold (named in the output and in verification.md).
+Exit status (``tardis_edge.errors``): 0 success; 2 bad input (one line says what and how to fix it); 3 an artifact
+exceeded its verification threshold (named in the output and in verification.md); 4 the machine (disk full,
+read-only, permissions); 1 a bug (with a traceback).
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Path(args.run)
     out = args.out or (run if run.is_dir() else run.parent) / "export"
-    try:
+
+    def body() -> int:
         options = ExportOptions(
             out=out,
             opset=args.opset,
@@ -126,10 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             trt_batch=args.trt_batch or BatchProfile(),
             legacy_weak_typing=args.legacy_weak_typing,
         )
-    except ValueError as exc:
-        parser.error(str(exc))
+        return _export(args, argv, run, out, options, log)
 
-    return run_cli("tardis-export", lambda: _export(args, argv, run, out, options, log), debug=args.debug or None)
+    return run_cli("tardis-export", body, debug=args.debug or None)
 
 
 def _stage_folder(out: Path) -> Path:
@@ -174,29 +175,43 @@ def _export(args: argparse.Namespace, argv: list[str] | None, run: Path, out: Pa
     from tardis_edge.provenance import measurement
 
     _check_out(out)
+    if options.calib is not None and not options.calib.exists():
+        raise FileNotFoundError(
+            f"--calib {options.calib} does not exist; pass a folder of frames or a dataset (DeepLabCut project or COCO "
+            "keypoints JSON)"
+        )
+    if args.threads < 1 or args.latency_repeats < 0:
+        raise ValueError(
+            f"--threads must be >= 1 and --latency-repeats >= 0; got {args.threads} and {args.latency_repeats}"
+        )
     source = load_source(run)
     stage = _stage_folder(out)
     if stage.exists():
         shutil.rmtree(stage)  # an export killed before its swap
-    metadata, paths = export_artifact(source, dataclasses.replace(options, out=stage))
-    if args.no_verify:
-        _swap_in(stage, out)
+    try:
+        metadata, paths = export_artifact(source, dataclasses.replace(options, out=stage))
+        report = None
+        if not args.no_verify:
+            thresholds = Thresholds(args.max_fp32_dev, args.max_fp16_mean_dev, args.max_int8_drop)
+            log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
+            report = verify(
+                source,
+                paths,
+                thresholds,
+                data_path=args.data,
+                threads=args.threads,
+                latency_repeats=args.latency_repeats,
+                metadata=metadata,
+            )
+            report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
+            write_report(report, stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # the old artifact in `out` was never touched
+        raise
+    _swap_in(stage, out)
+    if report is None:
         log.info("verification skipped (--no-verify); artifact in %s", out)
         return 0
-    thresholds = Thresholds(args.max_fp32_dev, args.max_fp16_mean_dev, args.max_int8_drop)
-    log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
-    report = verify(
-        source,
-        paths,
-        thresholds,
-        data_path=args.data,
-        threads=args.threads,
-        latency_repeats=args.latency_repeats,
-        metadata=metadata,
-    )
-    report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
-    write_report(report, stage)
-    _swap_in(stage, out)
     json_path, md_path = out / "verification.json", out / "verification.md"
     if args.report is not None:  # a copy for benchmarks/results (or wherever the user keeps reports)
         from tardis_edge.io import atomic_write_bytes

@@ -34,6 +34,7 @@ from tardis_edge.artifact import (
     OUTPUT_KEYPOINTS,
     OUTPUT_SCORES,
     ArtifactMetadata,
+    file_fingerprint,
 )
 from tardis_edge.io import atomic_write_text
 from tardis_edge.models import HEAD_FINAL_CONV
@@ -202,25 +203,29 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         models=entries,
         versions=export_versions(source),
     )
-    metadata_json = metadata.to_json()
+    metadata_json = metadata.to_json()  # embedded in every graph: without the files' sizes and hashes
     paths: dict[str, Path] = {}
     for key, graph in graphs.items():
         tidy_opset_imports(graph)
         set_metadata(graph, metadata_json, key)
         check_graph(graph, entries[key]["file"])
         paths[key] = save_graph(graph, out / entries[key]["file"])
+        entries[key].update(file_fingerprint(paths[key]))  # the runtime opens only this exact file
         LOG.info("wrote %s", paths[key])
     if source.split is not None:  # the run's train/val/test sample ids: `tardis-edge eval --split test` reads them
         from tardis_edge.splits import SPLIT_FILE, Split
 
         Split.from_dict(source.split, str(source.checkpoint)).write(out / SPLIT_FILE)
-    atomic_write_text(out / METADATA_FILE, metadata_json + "\n")  # last: its presence means a complete artifact
+    # last: its presence means a complete artifact
+    atomic_write_text(out / METADATA_FILE, metadata.to_json() + "\n")
 
-    _tensorrt(source, options, {k: p for k, p in paths.items() if k != "fp32_heatmaps"}, graphs)
+    _tensorrt(source, options, {k: p for k, p in paths.items() if k != "fp32_heatmaps"}, graphs, entries)
     return metadata, paths
 
 
-def _tensorrt(source: Any, options: ExportOptions, paths: dict[str, Path], graphs: dict[str, Any]) -> None:
+def _tensorrt(
+    source: Any, options: ExportOptions, paths: dict[str, Path], graphs: dict[str, Any], entries: dict[str, dict]
+) -> None:
     """trtexec scripts for every graph; engines too where TensorRT imports (and ``options.engines``)."""
     chw = (3, source.input_wh[1], source.input_wh[0])
     version = tensorrt_version()
@@ -230,6 +235,8 @@ def _tensorrt(source: Any, options: ExportOptions, paths: dict[str, Path], graph
             "keypoint_names": list(source.schema.names),
             "input_size": list(source.input_wh),
             "precision": key,
+            "onnx": path.name,  # the graph it is built from, by hash: the runtime refuses an engine of another export
+            "onnx_sha256": entries[key]["sha256"],
             **_io_description(graphs[key]),
         }
         script = write_trtexec_script(path, key, chw, options.trt_batch, sidecar)

@@ -16,7 +16,6 @@ precision, keypoint names, TensorRT/CUDA versions, GPU) that ``tardis_edge.runti
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tardis_edge.artifact import INPUT_NAME
-from tardis_edge.io import atomic_write_bytes, atomic_write_text
+from tardis_edge.io import atomic_write_bytes, atomic_write_text, strict_json
 
 if TYPE_CHECKING:  # the stubs (tensorrt-stubs) type-check this module; at run time TensorRT is imported lazily
     import tensorrt
@@ -143,7 +142,7 @@ def write_trtexec_script(
     engine = engine_path_for(onnx_path)
     template = folder / f"{engine.name}{SIDECAR_SUFFIX}.in"
     entry = dict(sidecar, built_by=f"trtexec_{precision}.sh")
-    atomic_write_text(template, json.dumps(entry, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(template, strict_json(entry, sort_keys=True) + "\n")
     command = trtexec_command(Path(onnx_path.name), input_chw, profile, Path(TIMING_CACHE_NAME))
     script = folder / f"trtexec_{precision}.sh"
     text = "\n".join(
@@ -297,5 +296,5 @@ def build_engine(
         gpu=_gpu_description(),
         built_by="tardis-export (TensorRT Python API)",
     )
-    atomic_write_text(sidecar_path_for(engine), json.dumps(entry, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(sidecar_path_for(engine), strict_json(entry, sort_keys=True) + "\n")
     return engine

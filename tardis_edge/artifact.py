@@ -17,18 +17,25 @@ ONNX I/O (every precision): input ``image`` float32 ``(N, 3, H_in, W_in)``, RGB,
 float32 ``(N, K)`` (score <= 0: not found); the heatmap graph outputs ``heatmaps`` float32
 ``(N, K, H_hm, W_hm)``.
 
-ONNX ``metadata_props`` of every file: ``tardis_edge.artifact`` = this metadata's JSON (as ``model.json``) and
-``tardis_edge.model`` = the key of ``models`` that describes the file itself (``fp32``, ``fp16``, ``int8_qdq`` …).
+ONNX ``metadata_props`` of every file: ``tardis_edge.artifact`` = this metadata's JSON (as ``model.json``, less the
+files' ``bytes`` and ``sha256``, which a file cannot hold of itself) and ``tardis_edge.model`` = the key of ``models``
+that describes the file itself (``fp32``, ``fp16``, ``int8_qdq`` …).
+
+Every ``models`` entry of ``model.json`` records its file's size (``bytes``) and SHA-256 (``sha256``): the runtime
+opens only the files ``model.json`` lists, and refuses one whose size or hash differs (a file left by another export,
+or damaged), so an artifact folder can never run a model other than the one it describes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tardis_edge.geometry import DEFAULT_PADDING
-from tardis_edge.io import atomic_write_text  # noqa: F401  (re-exported for writers of artifacts)
+from tardis_edge.io import atomic_write_text, strict_json  # noqa: F401  (atomic_write_text: re-exported for writers)
 
 FORMAT = "tardis-edge-artifact"
 FORMAT_VERSION = 1
@@ -39,6 +46,8 @@ OUTPUT_SCORES = "scores"
 OUTPUT_HEATMAPS = "heatmaps"
 ONNX_METADATA_KEY = "tardis_edge.artifact"
 ONNX_MODEL_KEY = "tardis_edge.model"
+FINGERPRINT_KEYS = ("bytes", "sha256")
+LOG = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -70,7 +79,7 @@ class ArtifactMetadata:
         return self.input_width / self.heatmap_width
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return strict_json(asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> ArtifactMetadata:
@@ -95,4 +104,74 @@ class ArtifactMetadata:
             p = p / METADATA_FILE
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: an artifact folder written by tardis-export has {METADATA_FILE}")
-        return cls.from_dict(json.loads(p.read_text()), source=str(p))
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{p} is not a text (UTF-8) file; re-export the artifact with tardis-export") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{p} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; truncated?); re-export "
+                "the artifact with tardis-export"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{p} holds a JSON {type(data).__name__}, not an artifact description; re-export")
+        try:
+            return cls.from_dict(data, source=str(p))
+        except TypeError as exc:  # a field missing
+            raise ValueError(f"{p} is incomplete ({exc}); re-export the artifact with tardis-export") from None
+
+    def without_fingerprints(self) -> ArtifactMetadata:
+        """A copy whose ``models`` entries lack ``bytes``/``sha256`` (what every ONNX file embeds of itself)."""
+        models = {k: {f: v for f, v in e.items() if f not in FINGERPRINT_KEYS} for k, e in self.models.items()}
+        return replace(self, models=models)
+
+    def entry_for_file(self, name: str) -> dict | None:
+        """The ``models`` entry whose ``file`` is ``name`` (None: ``model.json`` does not list it)."""
+        return next((e for e in self.models.values() if isinstance(e, dict) and e.get("file") == name), None)
+
+
+def file_fingerprint(path: str | Path) -> dict[str, int | str]:
+    """``{"bytes", "sha256"}`` of a file, as ``model.json`` records them (~0.1 s for a 50 MB graph)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
+def check_listed_file(folder: str | Path, meta: ArtifactMetadata, name: str) -> Path:
+    """``folder/name`` after checking it is the file ``model.json`` lists: same size and SHA-256.
+
+    Raises:
+        ValueError: ``model.json`` does not list ``name``, or the file's size or hash differs (another export's file,
+            or a damaged one): the message names the file, expected vs found, and says to re-export.
+    """
+    path = Path(folder) / name
+    entry = meta.entry_for_file(name)
+    if entry is None:
+        raise ValueError(
+            f"{path} is not listed in {Path(folder) / METADATA_FILE} (it lists {sorted(meta.models)}); the runtime "
+            "opens only the files of its own export: re-export into this folder"
+        )
+    if "sha256" not in entry or "bytes" not in entry:
+        LOG.warning(
+            "%s: %s records no size and hash for %s (exported by an older tardis-export), so it cannot be checked "
+            "to belong to this export; re-export to have it checked",
+            path,
+            METADATA_FILE,
+            name,
+        )
+        return path
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise ValueError(
+            f"{path} has {size} bytes but {METADATA_FILE} lists {entry['bytes']}: it is not the file this export "
+            "wrote (another export's, or damaged); re-export into this folder"
+        )
+    found = file_fingerprint(path)["sha256"]
+    if found != entry["sha256"]:
+        raise ValueError(
+            f"{path} has sha256 {found[:16]}… but {METADATA_FILE} lists {str(entry['sha256'])[:16]}…: it is not the "
+            "file this export wrote (another export's, or damaged); re-export into this folder"
+        )
+    return path

@@ -241,7 +241,7 @@ def test_cli_errors_name_the_problem(tmp_path, artifact, capsys):
         main(["predict", str(artifact), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--batch-size", "0"])
         == 2
     )
-    assert "--batch-size and --flush-every must be >= 1" in capsys.readouterr().err
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_bench_reports_latency_per_batch_size(tmp_path, artifact, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tardis_edge.artifact import METADATA_FILE, OUTPUT_HEATMAPS, ArtifactMetadata
+from tardis_edge.artifact import METADATA_FILE, OUTPUT_HEATMAPS, ArtifactMetadata, file_fingerprint
 from tardis_edge.io import atomic_write_text
 
 INPUT_WH = (64, 64)
@@ -158,7 +158,7 @@ def build_artifact(
             opset_version=17,
             dynamo=False,
         )
-        models[name] = {"file": file, "outputs": outputs, "precision": "fp32"}
+        models[name] = {"file": file, "outputs": outputs, "precision": "fp32", **file_fingerprint(folder / file)}
     meta.models = models
     atomic_write_text(folder / METADATA_FILE, meta.to_json())
     return folder

@@ -9,7 +9,7 @@ score it on a labelled set (``eval``). No torch is imported (unless ``--backend 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import platform
@@ -22,7 +22,8 @@ import numpy as np
 
 from tardis_edge import geometry
 from tardis_edge.config import DefaultsHelpFormatter
-from tardis_edge.io import atomic_write_text
+from tardis_edge.errors import describe_os_error, run_cli
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.provenance import measurement
 from tardis_edge.runtime.backends import Backend
 from tardis_edge.runtime.boxes import read_boxes_csv
@@ -33,7 +34,9 @@ from tardis_edge.runtime.writers import DlcResultWriter, OverlayVideo, draw_pose
 LOG = logging.getLogger("tardis_edge.runtime")
 SUMMARY_FILE = "summary.json"
 MAX_LISTED_BAD_FRAMES = 1000
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, ImportError, RuntimeError, KeyError)
+MAX_LISTED_BOXES = 5
+# bench reports a backend/precision it cannot open (missing engine, no TensorRT here) and goes on with the others
+NOT_RUNNABLE = (FileNotFoundError, ValueError, ImportError, RuntimeError, KeyError)
 
 
 def _csv_list(text: str) -> list[str]:
@@ -64,6 +67,7 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="PyTorch backend device")
     p.add_argument("--checkpoint", help="PyTorch backend: the run folder or model.pt (default: ARTIFACT)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per inference call (default 8)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of any error")
 
 
 def _open(args: argparse.Namespace, precision: str | None = None, backend: str | None = None) -> Runner:
@@ -102,16 +106,17 @@ class _SourceRun:
             OverlayVideo(self.out / f"{source.name}_overlay.mp4", source.fps) if args.overlay and self.video else None
         )
         self.frames_done = 0
-        self.boxes_used = 0
+        self.boxes_used: set[int | str] = set()
         self.summary: dict | None = None
 
     def _user_box(self, frame: Frame) -> geometry.CropBox | None:
         if self.boxes is None:
             return None
-        xywh = self.boxes.get(frame.index) if self.video else self.boxes.get(frame.name, self.boxes.get(frame.index))
+        key = frame.index if self.video or frame.name not in self.boxes else frame.name
+        xywh = self.boxes.get(key)
         if xywh is None:
             return None
-        self.boxes_used += 1
+        self.boxes_used.add(key)
         return geometry.box_from_xywh(xywh, self.runner.input_wh, self.runner.metadata.padding)
 
     def _infer(self, batch: list[Frame]) -> None:
@@ -157,6 +162,7 @@ class _SourceRun:
         )
         batch: list[Frame] = []
         status = "interrupted"
+        stopped: OSError | None = None
         try:
             with ThreadedReader(self.source, queue_size=max(2 * self.args.batch_size, 8)) as reader:
                 for frame in reader:
@@ -173,13 +179,33 @@ class _SourceRun:
                     bar.update(1)
                 self._infer(batch)
             status = "complete"
+        except OSError as exc:  # the disk: each result file keeps its last complete flush (atomic writes)
+            stopped = exc
         finally:
             bar.close()
-            self.writer.flush()  # whatever finished, also on Ctrl-C or an error
+            if stopped is None:
+                try:
+                    self.writer.flush()  # whatever finished, also on Ctrl-C or an error
+                except OSError as exc:
+                    stopped = exc
             if self.overlay is not None:
                 self.overlay.close(keep=True)
+            if stopped is not None:
+                status, self.error = "stopped", describe_os_error(stopped)
             self.summary = self._summary(status, time.perf_counter() - start)
+            if stopped is not None:
+                raise self._stopped(stopped) from None
         return self.summary
+
+    def _stopped(self, exc: OSError) -> OSError:
+        """``exc`` saying where the run stopped and what the result files hold."""
+        held = ", ".join(f"{p.name} {n} rows" for p, n in self.writer.rows_in_files().items()) or "no result file yet"
+        return OSError(
+            exc.errno,
+            f"{exc.strerror or exc}; stopped after {self.frames_done} frames of {self.source.name} (written so far, "
+            f"complete and readable: {held}; {SUMMARY_FILE} says where it stopped)",
+            exc.filename,
+        )
 
     def _summary(self, status: str, seconds: float) -> dict:
         report = self.source.report
@@ -196,10 +222,14 @@ class _SourceRun:
             "bad_frames": len(bad),
             "bad_frame_indices": bad[:MAX_LISTED_BAD_FRAMES],
             "bad_frame_reasons": sorted({r for _, r in report.bad_frames}),
-            "ended": report.ended if status == "complete" else status,
+            "ended": report.ended if status == "complete" else f"stopped: {self.error}" if self.error else status,
+            "rows_in_files": {str(p): n for p, n in self.writer.rows_in_files().items()},
             "lost_frames": self.follower.lost_frames if self.follower is not None else None,
             "recovered_frames": self.follower.recovered_frames if self.follower is not None else None,
-            "boxes_from_file": self.boxes_used,
+            "boxes_from_file": len(self.boxes_used),
+            "boxes_not_used": sorted(map(str, set(self.boxes) - self.boxes_used))[:MAX_LISTED_BAD_FRAMES]
+            if self.boxes is not None
+            else [],
             "seconds": round(seconds, 3),
             "fps": round(self.frames_done / seconds, 2) if seconds > 0 else None,
             "outputs": outputs,
@@ -221,9 +251,30 @@ def refuse_existing_results(out: Path, sources: Sequence[FrameSource], scorer: s
         )
 
 
+def check_boxes_match(boxes: dict, source: FrameSource, path: str) -> None:
+    """Refuse ``--boxes`` rows naming frames the input does not have (a wrong file, or names of another folder)."""
+    from tardis_edge.runtime.video import ImageSource
+
+    if isinstance(source, ImageSource):
+        known: set[int | str] = {p.name for p in source.paths} | set(range(len(source.paths)))
+        unknown = [k for k in boxes if k not in known]
+        what = f"images of {source.name} ({len(source.paths)} files, e.g. {source.paths[0].name})"
+    else:
+        count = getattr(source, "frame_count", None)
+        unknown = [k for k in boxes if not isinstance(k, int) or (count is not None and k >= count)]
+        what = f"frames of {source.name}" + (f" (0..{count - 1})" if count else " (frame numbers)")
+    if unknown:
+        listed = ", ".join(map(str, unknown[:MAX_LISTED_BOXES])) + (" …" if len(unknown) > MAX_LISTED_BOXES else "")
+        raise ValueError(
+            f"--boxes {path}: {len(unknown)} of {len(boxes)} rows name no frame of the input: {listed}; the frame "
+            f"column must name {what}"
+        )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.flush_every < 1:
-        raise ValueError("--batch-size and --flush-every must be >= 1")
+    for option, value in (("--batch-size", args.batch_size), ("--flush-every", args.flush_every)):
+        if value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     boxes = read_boxes_csv(args.boxes) if args.boxes else None
@@ -232,7 +283,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--boxes gives the boxes of one input; got {len(sources)} inputs ({[s.name for s in sources]})"
         )
+    if boxes is not None:
+        check_boxes_match(boxes, sources[0], args.boxes)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; pass a folder for the results")
     scorer = args.scorer or f"tardis-edge_{Path(args.artifact).resolve().name}"
     if not args.overwrite:
         refuse_existing_results(out, sources, scorer, args.overlay)
@@ -251,10 +306,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             job = _SourceRun(runner, source, args, scorer, boxes)
             try:
                 job.run()
-            finally:
-                if job.summary is not None:
+            except BaseException:
+                if job.summary is not None:  # best effort: the disk may be full, and the error says so already
                     summary["inputs"].append(job.summary)
-                    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
+                    with contextlib.suppress(OSError):
+                        atomic_write_text(out / SUMMARY_FILE, strict_json(summary))
+                raise
+            summary["inputs"].append(job.summary)
+            atomic_write_text(out / SUMMARY_FILE, strict_json(summary))
     for item in summary["inputs"]:
         bad = item["bad_frames"]
         listed = ", ".join(str(i) for i in item["bad_frame_indices"][:20]) + (" …" if bad > 20 else "")
@@ -269,6 +328,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )
             + f"; {item['ended']}"
         )
+        if item["boxes_not_used"]:
+            print(f"{item['input']}: --boxes rows for frames never reached: {', '.join(item['boxes_not_used'][:20])}")
     print(f"results in {out} ({SUMMARY_FILE})")
     return 0
 
@@ -330,7 +391,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for precision in args.precisions:
             try:
                 runner = _open(args, precision=precision, backend=backend)
-            except USER_ERRORS as e:
+            except NOT_RUNNABLE as e:
                 print(f"bench: {backend}/{precision}: not run: {e}", file=sys.stderr)
                 entries.append({"backend": backend, "precision": precision, "error": str(e)})
                 continue
@@ -369,7 +430,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "measured": measurement(["tardis-edge", *args.argv]),
     }
     if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=2))
+        atomic_write_text(args.out, strict_json(report))
         print(f"wrote {args.out}")
     return 0 if any("rows" in e for e in entries) else 1
 
@@ -444,13 +505,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "boxes": "ground truth" if args.gt_boxes else "detector-free (whole frame, then refine)",
         }
     metrics["measured"] = measurement(["tardis-edge", *args.argv])
-    text = json.dumps(metrics, indent=2, default=float)
+    text = strict_json(metrics)
     if args.out:
         atomic_write_text(args.out, text)
     headline = {
         k: metrics[k] for k in ("num_samples", "rmse_px", "mean_px", "PCK@0.05", "PCK@0.1", "AP") if k in metrics
     }
-    print(json.dumps(headline))
+    print(strict_json(headline, indent=None))
     return 0
 
 
@@ -528,14 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown backends {unknown}; choose from {[b.value for b in Backend]}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except USER_ERRORS as e:
-        print(f"tardis-edge {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tardis-edge {args.command}: interrupted; results written so far are complete", file=sys.stderr)
-        return 130
+    if not args.verbose:  # FFmpeg's own log lines ("moov atom not found"): the summary and the errors say it better
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    return run_cli(f"tardis-edge {args.command}", lambda: args.func(args), debug=args.debug or None)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ PyTorch backend is chosen.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,12 +24,14 @@ from tardis_edge.artifact import (
     OUTPUT_KEYPOINTS,
     OUTPUT_SCORES,
     ArtifactMetadata,
+    check_listed_file,
 )
 from tardis_edge.predict import CropPrediction, PredictConfig, crop_keypoints, predict_boxes, predict_frames
 from tardis_edge.runtime.backends import Backend, InferenceBackend, run_in_chunks
 from tardis_edge.runtime.boxes import BoxFollower, FollowConfig, boxes_from_xywh, is_lost
 from tardis_edge.runtime.preprocess import as_frame_list
 
+LOG = logging.getLogger(__name__)
 DECODES = ("graph", "numpy")
 ENGINE_SUFFIXES = (".engine", ".plan")
 BoxesArg = Sequence[geometry.CropBox | None] | np.ndarray | None
@@ -64,11 +67,11 @@ def _model_entries(meta: ArtifactMetadata, precision: str) -> list[dict]:
 
 
 def artifact_model_file(folder: Path, meta: ArtifactMetadata, precision: str, heatmaps: bool) -> Path:
-    """The ONNX file of ``precision`` with the wanted outputs: ``heatmaps`` or ``keypoints`` + ``scores``.
+    """The ONNX file of ``precision`` with the wanted outputs (``heatmaps``, or ``keypoints`` + ``scores``), checked.
 
-    Looks in ``model.json``'s ``models`` (``{"file", "outputs"}`` per entry, an optional ``"heatmaps_file"``), then
-    at the layout ``tardis_edge.artifact`` documents (``tardis_<precision>.onnx``, ``tardis_<precision>_heatmaps.onnx``,
-    ``tardis_int8_qdq.onnx``).
+    Only files ``model.json`` lists are candidates (``{"file", "outputs"}`` per ``models`` entry, an optional
+    ``"heatmaps_file"``), never a file found by its name alone; the one chosen must have the size and SHA-256
+    ``model.json`` records (``tardis_edge.artifact.check_listed_file``).
     """
     want = {OUTPUT_HEATMAPS} if heatmaps else {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
     candidates: list[str] = []
@@ -79,17 +82,37 @@ def artifact_model_file(folder: Path, meta: ArtifactMetadata, precision: str, he
             candidates.append(str(name))
         if heatmaps and entry.get("heatmaps_file"):
             candidates.append(str(entry["heatmaps_file"]))
-    candidates += [f"{stem}_heatmaps.onnx" if heatmaps else f"{stem}.onnx" for stem in _model_stems(precision)]
-    for name in candidates:
-        if (folder / name).is_file():
-            return folder / name
     kind = "heatmaps" if heatmaps else "keypoints + scores (decode in the graph)"
     listed = sorted(meta.models) or "none"
-    onnx_files = sorted(p.name for p in folder.glob("*.onnx")) or "none"
-    raise FileNotFoundError(
-        f"{folder} has no {precision} ONNX model with {kind} outputs (model.json lists precisions {listed}; ONNX "
-        f"files: {onnx_files}); pick another --precision, use decode='graph'/'numpy' to match, or re-export"
-    )
+    if not candidates:
+        raise FileNotFoundError(
+            f"{folder} has no {precision} ONNX model with {kind} outputs ({METADATA_FILE} lists precisions {listed}); "
+            "pick another --precision or --decode, or re-export with that precision"
+        )
+    present = [name for name in candidates if (folder / name).is_file()]
+    if not present:
+        raise FileNotFoundError(
+            f"{folder / candidates[0]} does not exist, though {METADATA_FILE} lists it as the {precision} model with "
+            f"{kind} outputs; the artifact is incomplete: re-export it with tardis-export"
+        )
+    return check_listed_file(folder, meta, present[0])
+
+
+def check_graph_matches(path: Path, input_shape: Sequence, output_shapes: dict[str, Sequence], meta: ArtifactMetadata):
+    """Refuse a graph whose input size or keypoint count disagrees with ``model.json`` (dynamic axes pass)."""
+    h, w = (input_shape[2], input_shape[3]) if len(input_shape) == 4 else (None, None)
+    if isinstance(h, int) and isinstance(w, int) and (w, h) != (meta.input_width, meta.input_height):
+        raise ValueError(
+            f"{path} takes {w}x{h} input but {METADATA_FILE} says {meta.input_width}x{meta.input_height}: the two "
+            "come from different exports (or model.json was edited); re-export the artifact"
+        )
+    k = len(meta.keypoint_names)
+    for name, shape in output_shapes.items():
+        if len(shape) >= 2 and isinstance(shape[1], int) and shape[1] != k:
+            raise ValueError(
+                f"{path} outputs {shape[1]} keypoints ({name}) but {METADATA_FILE} names {k}: the two come from "
+                "different exports; re-export the artifact"
+            )
 
 
 class Runner:
@@ -315,21 +338,39 @@ class Runner:
         self.close()
 
 
-def _model_stems(precision: str) -> list[str]:
-    """File stems of a precision in the artifact layout (``int8`` is written as ``tardis_int8_qdq``)."""
-    return [f"tardis_{precision}", *([f"tardis_{precision}_qdq"] if precision == "int8" else [])]
-
-
-def _find_engine(folder: Path, precision: str) -> Path:
-    for stem in _model_stems(precision):
+def _find_engine(folder: Path, meta: ArtifactMetadata, precision: str) -> Path:
+    """The TensorRT engine built from the ``precision`` graph ``model.json`` lists (``<graph stem>.engine``)."""
+    stems = [Path(str(e["file"])).stem for e in _model_entries(meta, precision) if e.get("file")]
+    for stem in stems:
         for suffix in ENGINE_SUFFIXES:
             if (folder / f"{stem}{suffix}").is_file():
                 return folder / f"{stem}{suffix}"
     engines = sorted(p.name for s in ENGINE_SUFFIXES for p in folder.glob(f"*{s}")) or "none"
+    wanted = f"{stems[0]}.engine" if stems else f"an engine of a {precision} graph ({METADATA_FILE} lists none)"
     raise FileNotFoundError(
-        f"{folder} has no TensorRT engine {_model_stems(precision)[-1]}.engine (engines there: {engines}); build it on "
-        f"this device with the artifact's trtexec_*.sh, or pass engine=PATH"
+        f"{folder} has no TensorRT engine {wanted} (engines there: {engines}); build it on this device with the "
+        "artifact's trtexec_*.sh, or pass engine=PATH"
     )
+
+
+def check_engine_source(engine: Path, sidecar: dict, folder: Path, meta: ArtifactMetadata) -> None:
+    """Refuse an engine whose sidecar says it was built from a graph other than the one ``model.json`` lists."""
+    onnx_name, built_from = sidecar.get("onnx"), sidecar.get("onnx_sha256")
+    entry = meta.entry_for_file(str(onnx_name)) if onnx_name else None
+    if built_from is None or entry is None or "sha256" not in entry:
+        LOG.warning(
+            "%s: its sidecar or %s records no graph hash (an older export), so the engine cannot be checked to come "
+            "from this artifact's graph; rebuild it with the artifact's trtexec_*.sh to have it checked",
+            engine,
+            METADATA_FILE,
+        )
+        return
+    if built_from != entry["sha256"]:
+        raise ValueError(
+            f"{engine} was built from a {onnx_name} with sha256 {str(built_from)[:16]}… but {folder / METADATA_FILE} "
+            f"lists sha256 {str(entry['sha256'])[:16]}…: the engine belongs to another export; rebuild it with the "
+            f"artifact's trtexec_*.sh"
+        )
 
 
 def open_runner(
@@ -398,10 +439,18 @@ def open_runner(
 
             model_file = artifact_model_file(folder, meta, precision, heatmaps=decode == "numpy")
             impl = OnnxRuntimeBackend(model_file, providers=providers, threads=threads)
+            try:
+                check_graph_matches(model_file, impl.input_shape, impl.output_shapes, meta)
+            except Exception:
+                impl.close()
+                raise
         else:
-            from tardis_edge.runtime.backends.trt import TensorRTBackend
+            from tardis_edge.runtime.backends.trt import TensorRTBackend, read_sidecar
 
-            impl = TensorRTBackend(Path(engine) if engine is not None else _find_engine(folder, precision))
+            engine_path = Path(engine) if engine is not None else _find_engine(folder, meta, precision)
+            if engine_path.is_file():
+                check_engine_source(engine_path, read_sidecar(engine_path), folder, meta)
+            impl = TensorRTBackend(engine_path)
     try:
         return Runner(
             impl,

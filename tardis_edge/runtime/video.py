@@ -107,11 +107,17 @@ class VideoSource(FrameSource):
         self.spec = spec
         self.max_frames = max_frames
         self.max_consecutive_bad = max_consecutive_bad
+        if self.kind == "video":
+            early = truncated_or_empty(Path(spec))  # before FFmpeg, which would only log "moov atom not found"
+            if early:
+                raise ValueError(early)
         self.capture = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
         if not self.capture.isOpened():
+            if self.kind == "video":
+                raise ValueError(why_unreadable(Path(spec)))
             raise ValueError(
-                f"OpenCV cannot open {self.kind} {spec!r}; check the path/index/URL and that OpenCV was built with "
-                "FFmpeg (opencv-python-headless is)"
+                f"OpenCV cannot open {self.kind} {spec!r}; check the index/URL (is the camera connected, the stream "
+                "reachable?) and that OpenCV was built with FFmpeg (opencv-python-headless is)"
             )
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and self.kind == "video" else None
@@ -166,6 +172,83 @@ class VideoSource(FrameSource):
         else:  # a stream without a frame count ends this way
             self.report.ended = f"end of stream after frame {index - len(pending)} ({len(pending)} failed reads)"
             LOG.info("%s: %s", self.name, self.report.ended)
+
+
+# Top-level box types an ISO base media file (MP4, MOV, M4V, 3GP) starts with.
+_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx", b"moof"}
+_CONTAINERS = (  # (test on the first 16 bytes, name)
+    (lambda h: h[:4] == b"RIFF" and h[8:12] == b"AVI ", "AVI"),
+    (lambda h: h[:4] == b"\x1a\x45\xdf\xa3", "MKV/WebM"),
+    (lambda h: h[:1] == b"\x47", "MPEG-TS"),
+    (lambda h: h[:4] == b"\x00\x00\x01\xba", "MPEG-PS"),
+    (lambda h: h[:3] == b"FLV", "FLV"),
+    (lambda h: h[:4] == b"\x30\x26\xb2\x75", "ASF/WMV"),
+    (lambda h: h[:4] == b"OggS", "Ogg"),
+    (lambda h: h[:9] == b"YUV4MPEG2", "Y4M"),
+    (lambda h: h[:4] == b"\x00\x00\x00\x01" or h[:3] == b"\x00\x00\x01", "raw H.264/H.265 stream"),
+)
+
+
+def _mp4_top_boxes(path: Path) -> list[bytes]:
+    """Types of the top-level boxes of an MP4/MOV file, as far as the file goes."""
+    size = path.stat().st_size
+    boxes = []
+    with open(path, "rb") as f:
+        offset = 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            head = f.read(16)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if length == 1 and len(head) == 16:  # 64-bit size follows
+                length = int.from_bytes(head[8:16], "big")
+            boxes.append(kind)
+            if length == 0:  # to the end of the file
+                break
+            if length < 8:
+                break
+            offset += length
+    return boxes
+
+
+def truncated_or_empty(path: Path) -> str | None:
+    """Why ``path`` cannot be a readable video before opening it (empty, or an MP4/MOV without its index), or None."""
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    if size == 0:
+        return f"video {path} is empty (0 bytes): the recording was never written; check the recorder or copy it again"
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[4:8] in _MP4_BOXES and b"moov" not in _mp4_top_boxes(path):
+        return (
+            f"video {path} is a truncated MP4/MOV ({size} bytes): it has no 'moov' index, which the recorder writes "
+            "last, so the recording was cut off (disk full, power loss, recorder killed); repair it (e.g. untrunc with "
+            "a good file from the same camera) or record again"
+        )
+    return None
+
+
+def why_unreadable(path: Path) -> str:
+    """One line on why OpenCV cannot open the video file ``path``: what the file is, and what to do."""
+    early = truncated_or_empty(path)
+    if early:
+        return early
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[4:8] in _MP4_BOXES:
+        container: str | None = "MP4/MOV"
+    else:
+        container = next((name for test, name in _CONTAINERS if test(head)), None)
+    if container is None:
+        return (
+            f"{path} is not a video: its first bytes ({head[:8].hex(' ')}) match no video container (MP4/MOV, AVI, "
+            "MKV/WebM, MPEG-TS/PS, FLV, ASF/WMV, Ogg); check that it is the file you meant (image files need an image "
+            "suffix: " + ", ".join(IMAGE_SUFFIXES) + ")"
+        )
+    return (
+        f"video {path} looks like {container} but OpenCV cannot open it: damaged, or a codec this OpenCV build lacks "
+        "(opencv-python-headless has FFmpeg); convert it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
+    )
 
 
 def _is_camera_or_url(spec: str) -> bool:

@@ -14,7 +14,7 @@ killed run leaves complete files with every frame flushed so far.
 from __future__ import annotations
 
 import csv
-import json
+import errno
 import os
 import time
 from collections.abc import Sequence
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tardis_edge.io import atomic_path, atomic_write_bytes, atomic_write_text
+from tardis_edge.io import atomic_path, atomic_write_bytes, atomic_write_text, strict_json
 
 H5_KEY = "df_with_missing"
 COORDS = ("x", "y", "likelihood")
@@ -72,6 +72,25 @@ def write_dlc_h5(path: str | Path, frame) -> None:
         raise ImportError(f"writing {path} needs PyTables: pip install 'tardis-edge[runtime]'") from e
     with atomic_path(path) as tmp:
         frame.to_hdf(tmp, key=H5_KEY, format="table", mode="w")
+        _check_h5_complete(tmp, path, len(frame))
+
+
+def _check_h5_complete(tmp: Path, path: str | Path, rows: int) -> None:
+    """HDF5 does not report a write cut short by a full disk or a file-size limit: it leaves a truncated file and
+    returns. Read the table's row count back, so such a file never replaces the last complete one."""
+    import tables
+
+    try:
+        with tables.open_file(str(tmp), mode="r") as h5:
+            stored = h5.get_node(f"/{H5_KEY}/table").nrows
+    except Exception:  # noqa: BLE001 - any failure to read it back means the write did not complete
+        stored = -1
+    if stored != rows:
+        raise OSError(
+            errno.ENOSPC,
+            f"HDF5 could not write the whole file ({rows} rows; no space left on device, or a file-size limit)",
+            str(path),
+        )
 
 
 def write_dlc_csv(path: str | Path, frame) -> None:
@@ -207,6 +226,7 @@ class DlcResultWriter:
         self._keypoints: list[np.ndarray] = []
         self._scores: list[np.ndarray] = []
         self.rows_written = 0
+        self._rows_in_file: dict[str, int] = {}  # format -> frames its file holds (they can differ after a failure)
         self._last_flush_end = 0.0
         self._last_flush_seconds = 0.0
 
@@ -217,6 +237,10 @@ class DlcResultWriter:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def rows_in_files(self) -> dict[Path, int]:
+        """Frames each written file holds (bad frames included): its last complete flush."""
+        return {self.paths[fmt]: n for fmt, n in self._rows_in_file.items()}
 
     def add(self, label: int | str, frame_id: int, keypoints: np.ndarray | None, scores: np.ndarray | None) -> None:
         """One frame: its row label, its id (COCO ``image_id``), and ``(K, 2)`` keypoints + ``(K,)`` scores
@@ -242,12 +266,15 @@ class DlcResultWriter:
         start = time.monotonic()
         keypoints = np.stack(self._keypoints)  # (N, K, 2)
         scores = np.stack(self._scores)  # (N, K)
+        rows = len(self._index)
         if "csv" in self.formats or "h5" in self.formats:
             frame = dlc_dataframe(self.scorer, self.bodyparts, self._index, keypoints, scores)
             if "csv" in self.formats:
                 write_dlc_csv(self.paths["csv"], frame)
+                self._rows_in_file["csv"] = rows
             if "h5" in self.formats:
                 write_dlc_h5(self.paths["h5"], frame)
+                self._rows_in_file["h5"] = rows
         if "coco" in self.formats:
             good = [i for i in range(len(self._index)) if np.isfinite(scores[i]).all()]
             results = coco_results(
@@ -256,7 +283,8 @@ class DlcResultWriter:
                 scores[good],
                 file_names=[str(self._index[i]) for i in good],
             )
-            atomic_write_text(self.paths["coco"], json.dumps(results))
+            atomic_write_text(self.paths["coco"], strict_json(results, indent=None))
+            self._rows_in_file["coco"] = rows
         self.rows_written = len(self._index)
         self._last_flush_end = time.monotonic()
         self._last_flush_seconds = self._last_flush_end - start

@@ -60,7 +60,14 @@ class OnnxRuntimeBackend:
             if threads < 1:
                 raise ValueError(f"threads must be >= 1, got {threads}")
             options.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        except Exception as exc:  # ONNX Runtime's own errors (InvalidProtobuf, Fail …) say little about the fix
+            reason = " ".join((str(exc).splitlines() or [type(exc).__name__])[0].split())[:300]
+            raise ValueError(
+                f"{path} cannot be loaded by ONNX Runtime ({reason}); the file is damaged or not an ONNX graph: "
+                "re-export the artifact with tardis-export"
+            ) from exc
         inputs = self.session.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise ValueError(
@@ -71,6 +78,7 @@ class OnnxRuntimeBackend:
         self.max_batch: int | None = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self._fixed_batch = self.max_batch is not None
         self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self.output_shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
         self.input_shape = tuple(inputs[0].shape)
         self.path = path
         self.providers = list(self.session.get_providers())
