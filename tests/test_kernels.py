@@ -350,7 +350,7 @@ def test_auto_backend_runs_the_reference_on_cpu():
 
 
 @pytest.mark.parametrize("method", ["msra", "softargmax"])
-def test_evaluation_dispatch_decodes_through_the_kernel(monkeypatch, openfield_dir, method):
+def test_evaluation_dispatch_decodes_through_the_kernel(monkeypatch, openfield_subset_dir, method):
     """Training evaluation (``training.keypoints.evaluate_model``, the two-pass predictor with the PyTorch crop
     runner ``kernels.predict.model_crop_runner``) decodes through the fused kernel with its crop->image epilogue: on
     CUDA by default ("auto"), here on CPU under the interpreter when the Triton backend is asked for. The kernel
@@ -369,8 +369,8 @@ def test_evaluation_dispatch_decodes_through_the_kernel(monkeypatch, openfield_d
         return launch(heatmaps, method, beta, crop_to_image, **kwargs)
 
     monkeypatch.setattr(triton_decode, "launch_decode", spy)
-    dataset = load_dataset(openfield_dir)
-    samples, schema = dataset.samples[95:98], dataset.schema  # three of the openfield test frames
+    dataset = load_dataset(openfield_subset_dir)
+    samples, schema = dataset.samples[-3:], dataset.schema  # three openfield test frames (img0100, 0105, 0115)
     model = pooling_model(schema.num_keypoints).to(DEVICE)
     cfg = PredictConfig(decode=method, flip_test=True, two_pass=True, batch_size=2)  # batches of 2 and 1
 
