@@ -205,8 +205,11 @@ def _export(args: argparse.Namespace, argv: list[str] | None, run: Path, out: Pa
             )
             report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
             write_report(report, stage)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(stage, ignore_errors=True)  # the old artifact in `out` was never touched
+        if isinstance(exc, OSError) and exc.filename and Path(exc.filename).is_relative_to(stage):
+            # name the file the user asked for, not its place in the staging folder
+            raise OSError(exc.errno, exc.strerror, str(out / Path(exc.filename).relative_to(stage))) from None
         raise
     _swap_in(stage, out)
     if report is None:

@@ -82,7 +82,19 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
     if run_dir is not None:
         import yaml
 
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        config_path = run_dir / "config.yaml"  # only where the run's data is: the checkpoint holds the model
+        config: Any = {}
+        if config_path.is_file():
+            try:
+                config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                reason = " ".join(str(exc).split())[:200]
+                raise ValueError(
+                    f"{config_path} is not valid YAML ({reason}); restore the run's config.yaml, or export the "
+                    f"checkpoint itself ({ckpt_path})"
+                ) from None
+        if not isinstance(config, dict) or not isinstance(config.get("data") or {}, dict):
+            raise ValueError(f"{config_path} must hold a mapping with a 'data' mapping, as training.full writes it")
         data = dict(config.get("data") or {})
     split = checkpoint.split
     if split is None and run_dir is not None:
