@@ -207,3 +207,18 @@ def test_categories_with_different_keypoints(tmp_path, ap10k_json):
     jaguar["keypoints"] = jaguar["keypoints"][::-1]
     with pytest.raises(ValueError, match=r"categories 'antelope' and 'jaguar' have different keypoint lists"):
         load_coco_keypoints(write_json(tmp_path, ap10k_json))
+
+
+def test_zero_based_skeleton_is_detected(ap10k_json, fixtures_dir, tmp_path):
+    """mmpose's own ATRW and AK files number the skeleton from 0: read as such (it only draws lines), with a note."""
+    expected = load_coco_keypoints(fixtures_dir / AP10K).schema.skeleton
+    for category in ap10k_json["categories"]:
+        category["skeleton"] = [[a - 1, b - 1] for a, b in category["skeleton"]]
+    ds = load_coco_keypoints(write_json(tmp_path, ap10k_json), image_root=fixtures_dir / "ap10k")
+    assert ds.schema.skeleton == expected
+    assert any("skeleton numbered from 0" in note for note in ds.summary.notes)
+    assert "flip pairs (left_eye, right_eye)" in str(ds.summary)
+    for category in ap10k_json["categories"]:
+        category["skeleton"] = [[0, 17]]  # fits neither 1..17 nor 0..16
+    with pytest.raises(ValueError, match=r"skeleton indices 0\.\.17 fit neither 1\.\.17 \(COCO\) nor 0\.\.16"):
+        load_coco_keypoints(write_json(tmp_path, ap10k_json), image_root=fixtures_dir / "ap10k")

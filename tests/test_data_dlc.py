@@ -150,10 +150,20 @@ def test_skeleton_from_config_names(tmp_path, openfield_subset_dir):
         (["LeftEar", "RightEar", "Tail", "l-paw", "r-paw"], ((0, 1), (3, 4))),
         (["Left_Hip", "right_hip", "tail_l2", "tail_r1"], ((0, 1),)),  # case ignored; unmatched l/r stays alone
         (["head", "neck", "tail"], ()),
+        # mmpose's fly / locust / zebra: an upper-case side letter as a suffix, before a number, or as a prefix
+        (["head", "eyeL", "eyeR", "wingL", "wingR"], ((1, 2), (3, 4))),
+        (["forelegL1", "forelegR1", "forelegL2", "forelegR2", "neck"], ((0, 1), (2, 3))),
+        (["LEye", "REye", "eye_l", "eye_r"], ((0, 1), (2, 3))),
+        (["Leg", "ELbowR", "Reg_x"], ()),  # "Leg" has no "Reg"; a capital after a capital is no side letter
     ],
 )
 def test_flip_pairs_from_names(names, pairs):
     assert flip_pairs_from_names(names) == pairs
+
+
+def test_flip_pairs_are_printed_by_name(tmp_path, openfield_subset_dir):
+    project = make_project(tmp_path, openfield_subset_dir)
+    assert "flip pairs (leftear, rightear) (from names)" in str(load_dlc_project(project, prefer="csv").summary)
 
 
 def test_load_dataset_detects_the_project(openfield_dir, tmp_path):

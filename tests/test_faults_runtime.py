@@ -382,6 +382,21 @@ def test_eval_writes_strict_json(inputs, two_keypoint_coco, tmp_path, capsys):
     json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in {out}"))
 
 
+def test_strict_json_writes_null_for_nan():
+    """metrics_test.json, summaries and reports go through strict_json: a keypoint never labelled in the test part
+    has NaN metrics, which Python's json would write as bare NaN (not JSON)."""
+    from tardis_edge.io import strict_json
+
+    data = {"rmse_px": float("nan"), "per_keypoint": {"tail": np.float32("nan"), "snout": np.float64(1.5)}}
+    text = strict_json({**data, "scores": np.array([0.5, np.inf]), "n": np.int64(3)})
+    assert json.loads(text) == {
+        "rmse_px": None,
+        "per_keypoint": {"tail": None, "snout": 1.5},
+        "scores": [0.5, None],
+        "n": 3,
+    }
+
+
 def test_bench_reports_what_cannot_run(inputs, tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", str(inputs["artifact"]), "--precisions", "int8", "--iterations", "1", "--out", str(out)]
