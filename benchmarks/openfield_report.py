@@ -64,7 +64,7 @@ def config_differences(recipe: dict, used: dict, prefix: str = "") -> list[tuple
     out = []
     for key in sorted(set(recipe) | set(used)):
         name = prefix + key
-        if name in ("out", "extract.cache", "extract.teacher", "extract.random_teacher", "extract.depth",
+        if name in ("out", "stages", "extract.cache", "extract.teacher", "extract.random_teacher", "extract.depth",
                     "extract.device"):  # fmt: skip
             continue  # the run folder, and what training.full fills in from the top-level fields
         a, b = recipe.get(key), used.get(key)
