@@ -256,9 +256,10 @@ def check_boxes_match(boxes: dict, source: FrameSource, path: str) -> None:
     from tardis_edge.runtime.video import ImageSource
 
     if isinstance(source, ImageSource):
-        known: set[int | str] = {p.name for p in source.paths} | set(range(len(source.paths)))
+        files = source.all_paths
+        known: set[int | str] = {p.name for p in files} | set(range(len(files)))
         unknown = [k for k in boxes if k not in known]
-        what = f"images of {source.name} ({len(source.paths)} files, e.g. {source.paths[0].name})"
+        what = f"images of {source.name} ({len(files)} files, e.g. {files[0].name})"
     else:
         count = getattr(source, "frame_count", None)
         unknown = [k for k in boxes if not isinstance(k, int) or (count is not None and k >= count)]

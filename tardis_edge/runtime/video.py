@@ -72,6 +72,7 @@ class ImageSource(FrameSource):
 
     def __init__(self, name: str, paths: list[Path], max_frames: int | None = None) -> None:
         super().__init__(name)
+        self.all_paths = paths  # what the input holds, before max_frames
         self.paths = paths[:max_frames] if max_frames is not None else paths
         self.report.expected_frames = len(self.paths)
 
