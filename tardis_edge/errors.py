@@ -58,7 +58,9 @@ def describe_os_error(exc: OSError) -> str:
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """``(exit code, one-line message)`` for an exception that reached a command-line tool."""
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt):  # a tool may say what it kept: KeyboardInterrupt("interrupted; ...")
+        if exc.args and isinstance(exc.args[0], str):
+            return EXIT_INTERRUPTED, exc.args[0]
         return EXIT_INTERRUPTED, "interrupted; what was written so far is complete (run the same command to resume)"
     if isinstance(exc, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
         return EXIT_USER, str(exc) if not exc.filename or str(exc.filename) in str(exc) else describe_os_error(exc)

@@ -333,6 +333,26 @@ def test_out_is_a_file(inputs, tmp_path, capsys):
     assert taken.read_bytes() == b"mine"
 
 
+def test_interrupt_keeps_the_frames_done(inputs, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first batch: exit 130, one line, the results hold that batch and summary.json says so."""
+    from tardis_edge.runtime import cli
+
+    infer = cli._SourceRun._infer
+
+    def interrupted_after_one_batch(self, batch):
+        if self.frames_done:
+            raise KeyboardInterrupt
+        infer(self, batch)
+
+    monkeypatch.setattr(cli._SourceRun, "_infer", interrupted_after_one_batch)
+    out = tmp_path / "out"
+    argv = ["predict", str(inputs["artifact"]), str(inputs["video"]), "--out", str(out), "--batch-size", "4", "-q"]
+    expect_one_line(capsys, main(argv), 130, "predict", f"interrupted; the results in {out} hold the 4 frames of clip")
+    summary = json.loads((out / "summary.json").read_text())["inputs"][0]
+    assert summary["status"] == "interrupted" and summary["frames_processed"] == 4
+    assert len(read_dlc_predictions(out / "clip.h5").index) == 4
+
+
 def test_debug_shows_the_traceback(inputs, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         main(["predict", str(tmp_path / "nowhere"), str(inputs["frames"]), "--out", str(tmp_path / "o"), "--debug"])

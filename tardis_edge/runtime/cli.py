@@ -108,6 +108,7 @@ class _SourceRun:
         self.frames_done = 0
         self.boxes_used: set[int | str] = set()
         self.summary: dict | None = None
+        self.error: str | None = None  # why the run stopped early (the machine), for the summary
 
     def _user_box(self, frame: Frame) -> geometry.CropBox | None:
         if self.boxes is None:
@@ -307,11 +308,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             job = _SourceRun(runner, source, args, scorer, boxes)
             try:
                 job.run()
-            except BaseException:
+            except BaseException as exc:
                 if job.summary is not None:  # best effort: the disk may be full, and the error says so already
                     summary["inputs"].append(job.summary)
                     with contextlib.suppress(OSError):
                         atomic_write_text(out / SUMMARY_FILE, strict_json(summary))
+                if isinstance(exc, KeyboardInterrupt):
+                    raise KeyboardInterrupt(
+                        f"interrupted; the results in {out} hold the {job.frames_done} frames of {source.name} done "
+                        f"so far ({SUMMARY_FILE}); run again with --overwrite to start over"
+                    ) from None
                 raise
             summary["inputs"].append(job.summary)
             atomic_write_text(out / SUMMARY_FILE, strict_json(summary))
