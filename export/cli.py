@@ -102,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("tardis.export")
     if not log.handlers:  # the export's own progress lines only, not the libraries' INFO logs
         handler = logging.StreamHandler(sys.stdout)
+        handler.set_name("tardis-export")
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+    for handler in log.handlers:  # ours writes to this call's stdout (a caller may have replaced it since)
+        if handler.get_name() == "tardis-export" and isinstance(handler, logging.StreamHandler):
+            handler.stream = sys.stdout  # not setStream: it flushes the old one, which may be closed
 
     from export.pipeline import ExportOptions
     from export.tensorrt_build import BatchProfile
