@@ -24,6 +24,18 @@ if SHARED_ENV not in os.environ and "TARDIS_SHARED" in os.environ:
     warnings.warn(f"TARDIS_SHARED is deprecated: set {SHARED_ENV} instead", DeprecationWarning, stacklevel=1)
 SHARED = Path(os.environ.get(SHARED_ENV) or os.environ.get("TARDIS_SHARED") or ROOT.parent / "shared")
 OPENFIELD = "data/openfield-Pranav-2018-10-30"
+# A tiny training recipe for tests of training.full's mechanics: the built-in data cut to 10 labelled frames, 64 px
+# crops, a cheap backbone, no flip test (tests add epochs, stage-1 and split options as their subject needs).
+TINY_RUN = [
+    "--data.builtin_labelled=10",
+    "--data.builtin_unlabelled=4",
+    "--data.input_size=64",
+    "--data.heatmap_size=16",
+    "--model.backbone=repvgg_a0",
+    "--keypoints.batch_size=4",
+    "--keypoints.predict.flip_test=false",
+    "--threads=1",
+]
 
 
 def data_path(relative: str, full: bool = False) -> Path:

@@ -13,25 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import data_path
+from conftest import TINY_RUN, data_path
 
 from tardis_edge.errors import EXIT_ENVIRONMENT, EXIT_USER
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENFIELD = "data/openfield-Pranav-2018-10-30"
-TINY = [
-    "--data.builtin_labelled=10",
-    "--data.builtin_unlabelled=4",
-    "--data.input_size=64",
-    "--data.heatmap_size=16",
-    "--model.backbone=repvgg_a0",
-    "--keypoints.batch_size=4",
-    "--keypoints.epochs=1",
-    "--keypoints.predict.flip_test=false",
-    "--keypoints.time_budget_s=0",
-    "--skip_distill=true",
-    "--threads=1",
-]
+TINY = [*TINY_RUN, "--keypoints.epochs=1", "--keypoints.time_budget_s=0", "--skip_distill=true"]
 
 WITH_STAGE1 = [a for a in TINY if a != "--skip_distill=true"] + ["--distill.epochs=1", "--extract.resolution=56"]
 
@@ -93,7 +81,7 @@ BAD_ARGS = {
     "unknown final checkpoint": (["--keypoints.final_checkpoint=middle"], ["'middle' is unknown"]),
     "unknown stage": (["--stages=extract,train"], ["unknown stage(s) ['train']"]),
     "unknown random teacher": (["--random_teacher=vitx99"], ["vitx99"]),
-    "missing teacher": (["--teacher=/nonexistent/dinov2.pth"], ["/nonexistent/dinov2.pth: teacher checkpoint not found"]),
+    "missing teacher": (["--teacher=/nonexistent/dinov2.pth"], ["dinov2.pth: teacher checkpoint not found"]),
 }
 
 

@@ -9,26 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import data_path
+from conftest import TINY_RUN, data_path
 from openfield_split import openfield_split_config
 
 from tardis_edge.data import load_dataset
 from tardis_edge.splits import Split, SplitConfig, SplitError, resolve_split
 
 OPENFIELD = "data/openfield-Pranav-2018-10-30"
-TINY = [
-    "--data.builtin_labelled=10",
-    "--data.builtin_unlabelled=4",
-    "--data.input_size=64",
-    "--data.heatmap_size=16",
-    "--model.backbone=repvgg_a0",
-    "--keypoints.batch_size=4",
-    "--keypoints.predict.flip_test=false",
-    "--keypoints.time_budget_s=0",
-    "--distill.time_budget_s=0",
-    "--skip_distill=true",
-    "--threads=1",
-]
+TINY = [*TINY_RUN, "--keypoints.time_budget_s=0", "--distill.time_budget_s=0", "--skip_distill=true"]
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny recipe: 64 px crops, a few frames, one cheap backbone; stage 1 skipped where it is not the subject.
-TINY = [
-    "--data.builtin_labelled=10",
-    "--data.builtin_unlabelled=4",
-    "--data.input_size=64",
-    "--data.heatmap_size=16",
-    "--model.backbone=repvgg_a0",
-    "--keypoints.batch_size=4",
-    "--keypoints.eval_every=100",
-    "--keypoints.predict.flip_test=false",
-    "--threads=1",
-]
+TINY = [*TINY_RUN, "--keypoints.eval_every=100"]
 
 
 def _env() -> dict:
