@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from tardis_edge.config import DefaultsHelpFormatter
-from tardis_edge.errors import EXIT_THRESHOLD, EXIT_USER, run_cli
+from tardis_edge.errors import EXIT_THRESHOLD, EXIT_USER, ArgumentParser, run_cli
 
 EXIT_ERROR = EXIT_USER  # bad input (tardis_edge.errors); 4: the machine (disk full, read-only); 1: a bug
 
@@ -36,7 +36,7 @@ def _batch_profile(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="tardis-export",
         description="Export a trained tardis-edge model to ONNX (FP32/FP16/INT8 Q/DQ) and TensorRT, and verify it.",
         epilog="Exit status: 0 ok, 2 bad input, 3 a verification threshold exceeded, 4 the machine (disk full, "

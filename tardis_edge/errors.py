@@ -18,6 +18,7 @@ Exit codes (the same for the three tools):
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
@@ -97,3 +98,12 @@ def run_cli(prog: str, body: Callable[[], int], debug: bool | None = None) -> in
             first_line = " ".join(message.split()) or type(exc).__name__
             print(f"{prog}: error: {first_line}", file=sys.stderr)
         return code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the policy's one-line errors: ``PROG: error: MESSAGE (see PROG --help)`` and exit 2, instead of
+    the usage text followed by the error (subcommand parsers made by ``add_subparsers`` inherit it)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USER)

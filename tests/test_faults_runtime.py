@@ -462,3 +462,21 @@ def test_disk_full_stops_cleanly_with_readable_partial_results(inputs, tmp_path)
     coco = json.loads((out / "long_coco.json").read_text())
     assert 0 < len(coco) == rows["long_coco.json"] < 700, "the COCO file keeps its last complete flush"
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+
+
+@pytest.mark.parametrize(
+    "module,argv",
+    [
+        ("tardis_edge.runtime.cli", ["predict", "artifact", "clip.mp4", "--batch-size", "many", "--out", "o"]),
+        ("tardis_edge.runtime.cli", ["bench"]),
+        ("export.cli", ["run", "--trt-batch", "small"]),
+        ("training.extract", ["--nope"]),
+    ],
+    ids=["predict batch size not a number", "bench missing artifact", "export bad trt batch", "extract unknown option"],
+)
+def test_argument_errors_are_one_line(module, argv):
+    """Errors argparse finds itself: one line and exit 2, no usage text (tardis_edge.errors.ArgumentParser)."""
+    done = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert ": error: " in lines[0] and "--help" in lines[0] and not lines[0].startswith("usage")

@@ -21,6 +21,7 @@ import torch
 
 from tardis_edge.data.sample import Sample
 from tardis_edge.data.video import FrameReader, unlabelled_samples
+from tardis_edge.errors import ArgumentParser
 from tardis_edge.feature_cache import (
     PCA_PICTURE,
     ExtractConfig,
@@ -215,7 +216,7 @@ def _write_pca(cfg: ExtractConfig, samples: list[Sample], title: str) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     defaults = ExtractConfig()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m training.extract",
         description="Cache DINOv2 patch-feature maps (stage 1 distillation targets) for a dataset and/or videos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -29,6 +29,7 @@ import torch
 
 from tardis_edge.checkpoint import CHECKPOINT_NAME, DeployCheckpoint
 from tardis_edge.config import load_config, save_config, to_dict
+from tardis_edge.errors import ArgumentParser
 from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
 from tardis_edge.provenance import versions
@@ -357,7 +358,7 @@ def main(
     from tardis_edge.config import options_help
 
     what = "the whole TARDIS-Pose recipe" if stages is None else f"stages {', '.join(stages)} of training.full"
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         usage=f"{prog} [-h] [--debug] [config.yaml] [--data=PATH] [--section.key=VALUE ...]",
         description=f"{what}: extract -> distill (stage 1) -> keypoints (stage 2) -> evaluate. Without --data "

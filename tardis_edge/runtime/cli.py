@@ -22,7 +22,7 @@ import numpy as np
 
 from tardis_edge import geometry
 from tardis_edge.config import DefaultsHelpFormatter
-from tardis_edge.errors import describe_os_error, run_cli
+from tardis_edge.errors import ArgumentParser, describe_os_error, run_cli
 from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.provenance import measurement
 from tardis_edge.runtime.backends import Backend
@@ -524,7 +524,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="tardis-edge", description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped frame and more")
