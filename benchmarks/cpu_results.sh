@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 RT=${RUNTIME_PYTHON:-$PY}
 DATA=../shared/data/openfield-Pranav-2018-10-30
+VIDEO=$DATA/videos/m3v1mp4.mp4
 R=benchmarks/results
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(export export-nostage1 runtime eval bench paths students extract)
@@ -31,9 +32,9 @@ for step in "${steps[@]}"; do
     extract)
       $PY benchmarks/extract.py --mode teacher --variant vits14 --resolution 224 --batch-size 8 --warmup 1 --repeats 5 \
         --device cpu --out $R/extract-teacher-vits14-224-float32-cpu.json
-      $PY benchmarks/extract.py --mode pipeline --variant vits14 --resolution 224 --batch-size 8 --frames 32 \
+      $PY benchmarks/extract.py --mode pipeline --variant vits14 --resolution 224 --batch-size 8 --frames 32 --video $VIDEO \
         --device cpu --out $R/extract-pipeline-vits14-224-float32-cpu.json
-      $PY benchmarks/extract.py --mode pipeline --variant vits14 --resolution 448 --batch-size 4 --frames 16 \
+      $PY benchmarks/extract.py --mode pipeline --variant vits14 --resolution 448 --batch-size 4 --frames 16 --video $VIDEO \
         --device cpu --out $R/extract-pipeline-vits14-448-float32-cpu.json ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
