@@ -39,6 +39,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,6 +225,17 @@ def render_labelled_frame(seed: int, index: int, image_wh: tuple[int, int], clea
             the pixels under the keypoints have exactly the part colours (for tests and debugging).
     """
     return _render_scene_frames(_labelled_rng(seed, index), image_wh, num_frames=1, clean=clean)[0]
+
+
+def render_video_frames(seed: int, num_frames: int, image_wh: tuple[int, int]) -> Iterator[SyntheticFrame]:
+    """The frames of the unlabelled video ``videos/arena2.mp4`` with their true keypoints, in order.
+
+    The images are the ones the video encodes (before the lossy mp4v compression), so a frame's ``keypoints_xy`` is
+    the truth for the decoded video frame of the same number. Clips of ``CLIP_LENGTH`` frames, each a new scene.
+    """
+    for clip, start in enumerate(range(0, num_frames, CLIP_LENGTH)):
+        rng = np.random.default_rng([seed, 1, clip])
+        yield from _render_scene_frames(rng, image_wh, min(CLIP_LENGTH, num_frames - start), clean=False)
 
 
 def _labelled_rng(seed: int, index: int) -> np.random.Generator:
@@ -448,10 +460,8 @@ def _write_video(path: Path, num_frames: int, image_wh: tuple[int, int], seed: i
             f"OpenCV cannot write {VIDEO_FOURCC!r} video to {path}; install opencv-python-headless (bundles FFmpeg)"
         )
     try:
-        for clip, start in enumerate(range(0, num_frames, CLIP_LENGTH)):
-            rng = np.random.default_rng([seed, 1, clip])
-            for frame in _render_scene_frames(rng, image_wh, min(CLIP_LENGTH, num_frames - start), clean=False):
-                writer.write(frame.image)
+        for frame in render_video_frames(seed, num_frames, image_wh):
+            writer.write(frame.image)
     finally:
         writer.release()
 
