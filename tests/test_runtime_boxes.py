@@ -94,6 +94,67 @@ def test_a_frame_the_followed_box_misses_is_searched_again_at_once():
     assert abs(follower.box(FRAME_WH).cx - 156.0) < 5  # and follows it from there
 
 
+def _cut_to_a_longer_animal():
+    """A short animal (3 keypoints, 24 px) for 3 frames, then a cut to a long one (114 px) whose front two keypoints
+    lie inside the box followed so far and whose third lies far outside it (frames 3-6)."""
+    short = [(30.0, 30.0), (42.0, 30.0), (54.0, 30.0)]
+    long = [(38.0, 34.0), (46.0, 34.0), (150.0, 110.0)]
+    centres = [short] * 3 + [long] * 4
+    return [blob_frame(FRAME_WH, c) for c in centres], centres
+
+
+def test_a_followed_box_holding_part_of_the_animal_does_not_stay_there():
+    """Keypoints that span far less than the animal's recent size (they bunched up on the part inside the box) make
+    the frame doubtful: it is searched again on the whole frame and followed from there. With the check off, the box
+    shrinks onto the front two keypoints and never finds the third."""
+    frames, centres = _cut_to_a_longer_animal()
+    names = metadata(keypoint_names=["red", "green", "blue"])
+    for checks in (True, False):
+        off = {} if checks else {"collapse_fraction": 0.0, "score_drop_fraction": 0.0, "min_size_fraction": 0.0}
+        runner = Runner(ImageHeatmapBackend(3), names, decode="numpy", follow=FollowConfig(**off))
+        follower = runner.new_follower()
+        results = [runner.track([frame], follower) for frame in frames]
+        found = [np.isfinite(r.keypoints[0]).all() and r.scores[0].min() > 0.2 for r in results]
+        if checks:
+            assert all(found), [r.scores[0] for r in results]
+            for r, truth in zip(results, centres, strict=True):
+                assert _within_one_heatmap_pixel(r.keypoints[0], truth, r.boxes[0])
+            assert follower.recovered_frames == 1 and follower.lost_frames == 0
+            assert follower.box(FRAME_WH).width > 1.25 * 112  # around the whole long animal
+        else:
+            assert found == [True] * 3 + [False] * 4  # the old follower: stuck on the front two keypoints
+            assert follower.recovered_frames == 0 and follower.box(FRAME_WH).width < 40
+
+
+def test_follower_remembers_the_animals_size_and_scores():
+    cfg = FollowConfig(min_keypoints=1, smoothing=1.0, memory_frames=3, predict_motion=False)
+    follower = BoxFollower(INPUT_WH, cfg)
+    high = np.array([0.9, 0.9])
+    long = np.array([[10.0, 10.0], [90.0, 10.0]])  # 80 px
+    bunched = np.array([[10.0, 10.0], [30.0, 10.0]])  # 20 px
+    assert not follower.doubtful(bunched, high)  # nothing to compare with yet
+    follower.update(long, high)
+    assert follower.doubtful(bunched, high)  # 20 < 0.5 * 80
+    assert not follower.doubtful(long * [0.6, 1], high)  # 48 px
+    assert follower.doubtful(long, high * 0.4)  # mean score 0.36 < 0.5 * 0.9
+    assert follower.doubtful(long, np.zeros(2))  # lost
+    # the box never gets smaller than a square of 0.8 x the recent size (80 px), padded
+    floor = geometry.box_from_center_size(20.0, 10.0, 64.0, 64.0, INPUT_WH, cfg.track_padding)
+    follower.update(bunched, high)
+    assert follower.box(FRAME_WH) == floor
+    follower.update(bunched, high)
+    follower.update(bunched, high)  # three updates on: the long frame is forgotten
+    assert follower.box(FRAME_WH).width == pytest.approx(
+        geometry.box_from_keypoints(bunched, None, INPUT_WH, padding=cfg.track_padding).width
+    )
+    follower.update(long, high)
+    follower.reset()  # a new box starts without memory
+    follower.update(bunched, high)
+    assert not follower.doubtful(bunched, high)
+    with pytest.raises(ValueError, match="collapse_fraction must be in \\[0, 1\\]"):
+        FollowConfig(collapse_fraction=1.5)
+
+
 def test_follower_smooths_centre_and_size():
     cfg = FollowConfig(smoothing=0.25, centre_smoothing=0.5, min_keypoints=1, predict_motion=False)
     follower = BoxFollower(INPUT_WH, cfg)

@@ -7,12 +7,20 @@ to frame: the next frame starts from a box around this frame's confident keypoin
 motion, moved on by the animal's recent velocity, its size (optionally its centre) smoothed by an exponential
 moving average — and is refined at the trained padding 1.25. It drops back to the whole frame when the animal is
 lost (mean score below a threshold, or too few confident keypoints).
+
+A followed box can lose part of the animal (a fast move, a cut in the video): the first pass then sees the head
+only, the refine box shrinks around it, and the next frame starts from that small box; with high scores the animal
+never counts as lost. So the follower remembers the animal's recent size and scores: the followed box never gets
+smaller than a fraction of that size, and a followed frame whose keypoints span far less than it, or whose scores
+drop far below the recent ones, is *doubtful*: ``Runner.track`` searches it again on the whole frame and takes that
+answer (evaluation's two passes).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +53,18 @@ class FollowConfig:
     # first pass sees the whole animal; the refine pass then crops at ``padding``.
     track_padding: float = 1.6
     min_size: float = 16.0  # image pixels; lower bound of the unpadded box side (PredictConfig.box_min_size)
+    # The animal's recent size is the largest extent (longer side of the confident keypoints' box, image pixels) over
+    # this many updates; its recent score the mean of the frames' mean scores. Both restart when the box does.
+    memory_frames: int = 30
+    # The followed box holds at least a square of this fraction of the recent size (before track_padding), so an
+    # animal that turns, or a prediction that bunched up on one part, does not shrink the next frame's crop.
+    min_size_fraction: float = 0.8
+    # A followed frame is doubtful, and searched again on the whole frame, when its confident keypoints span less than
+    # this fraction of the recent size (they bunched up on part of the animal) ...
+    collapse_fraction: float = 0.5
+    # ... or when its mean score falls below this fraction of the recent score (the box holds part of the animal, or
+    # another scene after a cut). 0 turns the check off.
+    score_drop_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("smoothing", "centre_smoothing", "velocity_smoothing"):
@@ -55,6 +75,11 @@ class FollowConfig:
                 f"min_keypoints must be >= 1 and max_predict_frames >= 0, got {self.min_keypoints} and "
                 f"{self.max_predict_frames}"
             )
+        if self.memory_frames < 1:
+            raise ValueError(f"memory_frames must be >= 1, got {self.memory_frames}")
+        for name in ("min_size_fraction", "collapse_fraction", "score_drop_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1] (0 turns it off), got {getattr(self, name)}")
         if self.padding < 1 or self.track_padding < 1:
             raise ValueError(
                 f"padding and track_padding must be >= 1 ({geometry.DEFAULT_PADDING} is the trained crop), got "
@@ -70,6 +95,14 @@ def is_lost(scores: np.ndarray, keypoints: np.ndarray, cfg: FollowConfig) -> boo
     """Whether one frame's prediction has lost the animal (mean score or confident-keypoint count too low)."""
     needed = min(cfg.min_keypoints, len(scores))
     return bool(np.mean(scores) < cfg.lost_mean_score or confident(keypoints, scores, cfg.min_score).sum() < needed)
+
+
+def animal_size(keypoints: np.ndarray, scores: np.ndarray, min_score: float) -> float:
+    """Longer side of the box around one frame's confident keypoints (image pixels; 0 when none is confident)."""
+    ok = confident(keypoints, scores, min_score)
+    if not ok.any():
+        return 0.0
+    return float(np.ptp(keypoints[ok], axis=0).max())
 
 
 class BoxFollower:
@@ -90,9 +123,12 @@ class BoxFollower:
         self.cfg = cfg or FollowConfig()
         self._track: geometry.CropBox | None = None
         self._velocity = np.zeros(2)  # box centre motion per frame, image pixels
+        # (animal size in image pixels, mean score) of the last memory_frames updates since the box (re)started
+        self._recent: deque[tuple[float, float]] = deque(maxlen=self.cfg.memory_frames)
         self.last_frame: int | None = None  # frame number of the last update, when the caller gives them
         self.lost_frames = 0  # frames on which the animal was lost (the box fell back to the whole frame)
-        self.recovered_frames = 0  # frames the followed box missed and a whole-frame search found (Runner.track)
+        # frames the followed box missed (or held part of: doubtful) and a whole-frame search found (Runner.track)
+        self.recovered_frames = 0
 
     @property
     def tracking(self) -> bool:
@@ -113,6 +149,24 @@ class BoxFollower:
         """Forget the followed box (the next frame is searched whole): at a cut or a new video."""
         self._track = None
         self._velocity = np.zeros(2)
+        self._recent.clear()
+
+    def doubtful(self, keypoints: np.ndarray, scores: np.ndarray) -> bool:
+        """Whether a frame predicted from the followed box may have missed (part of) the animal: lost, or its
+        confident keypoints span less than ``collapse_fraction`` of the recent size, or its mean score is below
+        ``score_drop_fraction`` of the recent score. Such a frame is searched again on the whole frame.
+
+        Args:
+            keypoints: ``(K, 2)`` image pixels (NaN: not found).
+            scores: ``(K,)``.
+        """
+        if is_lost(scores, keypoints, self.cfg):
+            return True
+        if not self._recent:
+            return False
+        sizes, means = zip(*self._recent, strict=True)
+        collapsed = animal_size(keypoints, scores, self.cfg.min_score) < self.cfg.collapse_fraction * max(sizes)
+        return bool(collapsed or np.mean(scores) < self.cfg.score_drop_fraction * np.mean(means))
 
     def frames_ahead(self, frame: int | None, position: int) -> int:
         """How many frames ``frame`` lies after the last update (``position + 1`` without frame numbers), so
@@ -139,18 +193,28 @@ class BoxFollower:
         new = geometry.box_from_keypoints(
             keypoints, ok, self.input_wh, padding=self.cfg.track_padding, min_size=self.cfg.min_size
         )
+        self._recent.append((animal_size(keypoints, scores, self.cfg.min_score), float(np.mean(scores))))
         old = self._track
         if old is None:
-            self._track = new
+            self._track = self._at_least_recent_size(new)
             return
         a, c, v = self.cfg.smoothing, self.cfg.centre_smoothing, self.cfg.velocity_smoothing
         self._velocity = v * np.array([new.cx - old.cx, new.cy - old.cy]) / gap + (1 - v) * self._velocity
-        self._track = geometry.CropBox(
-            cx=c * new.cx + (1 - c) * old.cx,
-            cy=c * new.cy + (1 - c) * old.cy,
-            width=a * new.width + (1 - a) * old.width,
-            height=a * new.height + (1 - a) * old.height,
+        self._track = self._at_least_recent_size(
+            geometry.CropBox(
+                cx=c * new.cx + (1 - c) * old.cx,
+                cy=c * new.cy + (1 - c) * old.cy,
+                width=a * new.width + (1 - a) * old.width,
+                height=a * new.height + (1 - a) * old.height,
+            )
         )
+
+    def _at_least_recent_size(self, box: geometry.CropBox) -> geometry.CropBox:
+        """``box`` widened about its centre to hold a square of ``min_size_fraction`` of the recent size (the animal
+        may turn its longer side any way), padded by ``track_padding``."""
+        side = self.cfg.min_size_fraction * max(size for size, _ in self._recent)
+        floor = geometry.box_from_center_size(box.cx, box.cy, side, side, self.input_wh, self.cfg.track_padding)
+        return geometry.CropBox(box.cx, box.cy, max(box.width, floor.width), max(box.height, floor.height))
 
 
 def boxes_from_xywh(

@@ -276,10 +276,11 @@ class Runner:
 
         Every frame of the batch starts from the follower's box as of the previous batch, moved on by the animal's
         recent velocity (the whole frame while searching), or from its detector box; the refine pass then centres
-        each frame's crop on its own keypoints. A frame whose followed box lost the animal is searched again at once
-        on its whole image (two passes), so a box that drifted off costs that frame nothing. The follower then takes
-        each frame's result in order. Call with one frame at a time for frame-by-frame following; larger batches
-        trade that for throughput.
+        each frame's crop on its own keypoints. A frame whose followed box lost the animal, or whose keypoints bunched
+        up or whose scores dropped (``BoxFollower.doubtful``), is searched again at once on its whole image (two
+        passes, as evaluation) and takes that answer unless it lost the animal too, so a box that drifted off or
+        shrank onto part of the animal costs that frame nothing. The follower then takes each frame's result in
+        order. Call with one frame at a time for frame-by-frame following; larger batches trade that for throughput.
 
         Args:
             frames: consecutive frames (see ``__call__``).
@@ -306,17 +307,18 @@ class Runner:
             followed = [f and b is None for f, b in zip(followed, given, strict=True)]
         result = self._two_pass(rgb, start)
         missed = [
-            i for i in range(len(rgb)) if followed[i] and is_lost(result.scores[i], result.keypoints[i], self.follow)
+            i for i in range(len(rgb)) if followed[i] and follower.doubtful(result.keypoints[i], result.scores[i])
         ]
         found_again = set()
         if missed:
             again = self([rgb[i] for i in missed])  # whole frame, then refine
             for j, i in enumerate(missed):
-                if np.mean(again.scores[j]) > np.mean(result.scores[i]):
+                found = not is_lost(again.scores[j], again.keypoints[j], self.follow)
+                if found or np.mean(again.scores[j]) > np.mean(result.scores[i]):
                     result.keypoints[i], result.scores[i] = again.keypoints[j], again.scores[j]
                     result.boxes[i] = again.boxes[j]
-                    if not is_lost(again.scores[j], again.keypoints[j], self.follow):
-                        found_again.add(i)
+                if found:
+                    found_again.add(i)
         for i, (k, s, n) in enumerate(zip(result.keypoints, result.scores, numbers, strict=True)):
             if i in found_again:  # a jump: follow from here, without the old box's velocity
                 follower.reset()
