@@ -2,8 +2,10 @@
 
 body (image -> heatmaps, FP32) -> + decode = tardis_fp32.onnx, tardis_fp32_heatmaps.onnx
                                -> FP16 body + decode = tardis_fp16.onnx            (--fp16)
-                               -> INT8 Q/DQ body + decode = tardis_int8_qdq.onnx   (--int8 --calib PATH)
-every graph: metadata_props + onnx.checker(full_check) -> model.json -> engines or trtexec_<precision>.sh
+                               -> INT8 body for ONNX Runtime CPU + decode = tardis_int8_cpu.onnx  (--int8 --calib)
+                               -> INT8 body for TensorRT + decode = tardis_int8_qdq.onnx          (--int8 --calib)
+every graph: metadata_props + onnx.checker(full_check) -> model.json -> engines or trtexec_<precision>.sh (not for
+the CPU INT8 graph, whose uint8 activations TensorRT does not take)
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ FILES = {
     "fp32": "tardis_fp32.onnx",
     "fp32_heatmaps": "tardis_fp32_heatmaps.onnx",
     "fp16": "tardis_fp16.onnx",
+    "int8_cpu": "tardis_int8_cpu.onnx",
     "int8_qdq": "tardis_int8_qdq.onnx",
 }
+INT8_TARGETS = {"int8_cpu": "cpu", "int8_qdq": "tensorrt"}  # models key -> export.quantize.RECIPES key
+TENSORRT_SKIPS = ("fp32_heatmaps", "int8_cpu")  # graphs that get no trtexec script or engine
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
 
 
@@ -157,7 +162,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         entries["fp16"] = {"precision": "fp16", "fp32_nodes": fp32_nodes}
     if options.int8:
         from export.calibration import calibration_crops
-        from export.quantize import quantize_int8
+        from export.quantize import RECIPES, quantize_int8
 
         assert options.calib is not None  # ExportOptions refuses --int8 without --calib
         crops, calibration = calibration_crops(options.calib, source, options.calib_size, options.calib_seed)
@@ -172,14 +177,15 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
             LOG.warning(
                 "INT8: only %d calibration crops available (asked for %d)", calibration["crops"], options.calib_size
             )
-        graphs["int8_qdq"] = with_decode(quantize_int8(body, crops, [final_conv], options.calib_method))
         calibration.update(method=options.calib_method)
-        entries["int8_qdq"] = {
-            "precision": "int8_qdq",
-            "fp32_nodes": fp32_nodes,
-            "quantization": "ONNX Runtime quantize_static, QDQ, symmetric int8 activations and weights, per-channel",
-            "calibration": calibration,
-        }
+        for key, target in INT8_TARGETS.items():
+            graphs[key] = with_decode(quantize_int8(body, crops, target, [final_conv], options.calib_method))
+            entries[key] = {
+                "precision": key,
+                "fp32_nodes": fp32_nodes,
+                "quantization": RECIPES[target].description,
+                "calibration": calibration,
+            }
     for key, entry in entries.items():
         heatmaps_only = key == "fp32_heatmaps" or (key != "fp32" and not options.graph_decode)
         entry["file"] = f"tardis_{key}_heatmaps.onnx" if heatmaps_only and key != "fp32_heatmaps" else FILES[key]
@@ -219,7 +225,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
     # last: its presence means a complete artifact
     atomic_write_text(out / METADATA_FILE, metadata.to_json() + "\n")
 
-    _tensorrt(source, options, {k: p for k, p in paths.items() if k != "fp32_heatmaps"}, graphs, entries)
+    _tensorrt(source, options, {k: p for k, p in paths.items() if k not in TENSORRT_SKIPS}, graphs, entries)
     return metadata, paths
 
 

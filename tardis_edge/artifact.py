@@ -7,7 +7,10 @@ An artifact is a folder written by ``tardis-export``::
     tardis_fp32.onnx              # image -> keypoints (crop input pixels) + scores, decode in the graph
     tardis_fp32_heatmaps.onnx     # image -> heatmaps (for decoders outside the graph: C++/OpenCV DNN)
     tardis_fp16.onnx              # optional, FP16 body, FP32 I/O + decode
-    tardis_int8_qdq.onnx          # optional, INT8 Q/DQ body, last head conv + decode FP32
+    tardis_int8_cpu.onnx          # optional, INT8 body for ONNX Runtime on CPU (uint8 activations, int8 weights)
+    tardis_int8_qdq.onnx          # optional, INT8 body for TensorRT (symmetric Q/DQ, int8 weights); both INT8
+                                  # graphs keep the last head conv + decode FP32; precision "int8" opens the one
+                                  # made for the backend
     trtexec_<precision>.sh        # the exact trtexec command that builds each engine on the target
     verification.json / .md       # parity report against PyTorch
 
@@ -19,7 +22,7 @@ float32 ``(N, K)`` (score <= 0: not found); the heatmap graph outputs ``heatmaps
 
 ONNX ``metadata_props`` of every file: ``tardis_edge.artifact`` = this metadata's JSON (as ``model.json``, less the
 files' ``bytes`` and ``sha256``, which a file cannot hold of itself) and ``tardis_edge.model`` = the key of ``models``
-that describes the file itself (``fp32``, ``fp16``, ``int8_qdq`` …).
+that describes the file itself (``fp32``, ``fp16``, ``int8_cpu``, ``int8_qdq`` …).
 
 Every ``models`` entry of ``model.json`` records its file's size (``bytes``) and SHA-256 (``sha256``): the runtime
 opens only the files ``model.json`` lists, and refuses one whose size or hash differs (a file left by another export,

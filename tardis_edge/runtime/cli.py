@@ -56,7 +56,12 @@ def _positive_ints(text: str) -> list[int]:
 def _add_runner_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact folder from tardis-export (pytorch backend: a run folder or model.pt)")
     p.add_argument("--backend", default=Backend.ONNXRUNTIME.value, choices=[b.value for b in Backend])
-    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (as exported; default fp32)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32 | fp16 | int8 (as exported; int8 runs tardis_int8_cpu.onnx in ONNX Runtime, the int8_qdq engine in "
+        "TensorRT; int8_cpu | int8_qdq pick one; default fp32)",
+    )
     p.add_argument("--decode", default="graph", choices=DECODES, help="decode in the graph or in NumPy on heatmaps")
     p.add_argument("--decode-method", help="NumPy decode override: argmax | msra | dark | softargmax")
     p.add_argument("--flip-test", action="store_true", help="average with the flipped crop (needs --decode numpy)")

@@ -34,6 +34,9 @@ from tardis_edge.runtime.preprocess import as_frame_list
 LOG = logging.getLogger(__name__)
 DECODES = ("graph", "numpy")
 ENGINE_SUFFIXES = (".engine", ".plan")
+# precision "int8" names two graphs (tardis-export --int8): each backend runs the one made for it
+ONNXRUNTIME_INT8 = "int8_cpu"  # uint8 activations: ONNX Runtime's integer kernels
+TENSORRT_INT8 = "int8_qdq"  # TensorRT's explicit-quantization placement
 BoxesArg = Sequence[geometry.CropBox | None] | np.ndarray | None
 
 
@@ -53,17 +56,17 @@ class PoseResult:
     boxes: list[geometry.CropBox]
 
 
-def _model_entries(meta: ArtifactMetadata, precision: str) -> list[dict]:
-    """``meta.models`` entries for ``precision`` (key ``fp32``, ``fp32_heatmaps``, ``int8_qdq`` … or a
-    ``"precision"`` field)."""
+def _model_entries(meta: ArtifactMetadata, precision: str, prefer: str | None = None) -> list[dict]:
+    """``meta.models`` entries for ``precision`` (key ``fp32``, ``fp32_heatmaps``, ``int8_cpu`` … or a
+    ``"precision"`` field), the one keyed ``prefer`` first: ``int8`` names two graphs, one per runtime."""
     found = []
     for key, entry in meta.models.items():
         if not isinstance(entry, dict):
             continue
         tag = str(entry.get("precision", key))
         if key == precision or tag == precision or key.startswith(f"{precision}_"):
-            found.append(entry)
-    return found
+            found.append((key != prefer, entry))
+    return [entry for _, entry in sorted(found, key=lambda item: item[0])]  # stable: model.json order otherwise
 
 
 def artifact_model_file(folder: Path, meta: ArtifactMetadata, precision: str, heatmaps: bool) -> Path:
@@ -75,7 +78,7 @@ def artifact_model_file(folder: Path, meta: ArtifactMetadata, precision: str, he
     """
     want = {OUTPUT_HEATMAPS} if heatmaps else {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
     candidates: list[str] = []
-    for entry in _model_entries(meta, precision):
+    for entry in _model_entries(meta, precision, prefer=ONNXRUNTIME_INT8):
         outputs = entry.get("outputs")
         name = entry.get("file")
         if name and (set(outputs) >= want if outputs else ("heatmaps" in str(name)) == heatmaps):
@@ -342,7 +345,7 @@ class Runner:
 
 def _find_engine(folder: Path, meta: ArtifactMetadata, precision: str) -> Path:
     """The TensorRT engine built from the ``precision`` graph ``model.json`` lists (``<graph stem>.engine``)."""
-    stems = [Path(str(e["file"])).stem for e in _model_entries(meta, precision) if e.get("file")]
+    stems = [Path(str(e["file"])).stem for e in _model_entries(meta, precision, prefer=TENSORRT_INT8) if e.get("file")]
     for stem in stems:
         for suffix in ENGINE_SUFFIXES:
             if (folder / f"{stem}{suffix}").is_file():
