@@ -6,7 +6,7 @@
 #   python benchmarks/openfield_report.py runs/openfield runs/openfield-nostage1
 # and a torch-free environment for the runtime figures: RUNTIME_PYTHON=/path/to/venv/bin/python (pip install
 # ".[runtime]"; default: this interpreter, which then is not torch-free).
-#   bash benchmarks/cpu_results.sh [step ...]     steps: export export-nostage1 runtime eval bench paths students extract
+#   bash benchmarks/cpu_results.sh [step ...]     steps: export export-nostage1 int8 runtime eval bench paths students extract
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -15,13 +15,14 @@ DATA=../shared/data/openfield-Pranav-2018-10-30
 VIDEO=$DATA/videos/m3v1mp4.mp4
 R=benchmarks/results
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(export export-nostage1 runtime eval bench paths students extract)
+[ ${#steps[@]} -gt 0 ] || steps=(export export-nostage1 int8 runtime eval bench paths students extract)
 for step in "${steps[@]}"; do
   echo "== $step ($(date +%T), load $(cut -d' ' -f1-3 /proc/loadavg))"
   case $step in
     export) $PY -m export.cli runs/openfield --fp16 --int8 --calib $DATA --report $R/export-openfield.json ;;
     export-nostage1)
       $PY -m export.cli runs/openfield-nostage1 --fp16 --int8 --calib $DATA --report $R/export-openfield-nostage1.json ;;
+    int8) $PY benchmarks/int8_openfield.py runs/openfield/export --wait-load 1.5 ;;
     runtime) $PY benchmarks/runtime_openfield.py runs/openfield/export --python "$RT" ;;
     eval) $PY benchmarks/runtime_eval_openfield.py runs/openfield/export --run runs/openfield --python "$RT" ;;
     bench)

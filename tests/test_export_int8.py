@@ -6,6 +6,7 @@ The model is a ResNet-18 student at 64x64 with its FPN neck (residual Adds in th
 neck), random weights: these tests read graphs, not keypoints (tests/test_export.py checks INT8 numbers).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,18 @@ def test_int8_precision_opens_the_graph_made_for_each_backend(artifact):
     finally:
         for name in ("tardis_int8_qdq.engine", "tardis_int8_cpu.engine"):
             (out / name).unlink()
+
+
+def test_int8_benchmark_script_records_sizes_latency_ratios_and_provenance(artifact, tmp_path):
+    from test_benchmark_scripts import MEASURED, load_script
+
+    _, paths, out = artifact
+    result = tmp_path / "int8.json"
+    record = load_script("int8_openfield").main([str(out), "--rounds", "1", "--repeats", "1", "--out", str(result)])
+    assert json.loads(result.read_text()) == record
+    assert MEASURED <= set(record["measured"]) and "int8_openfield.py" in record["measured"]["command"]
+    assert record["int8_fp32_size_ratio"] == paths["int8_cpu"].stat().st_size / paths["fp32"].stat().st_size
+    cells = record["latency_ratio"]["int8_cpu"]
+    assert set(cells) == {"threads_1", "threads_2"} and set(cells["threads_1"]) == {"batch_1", "batch_8"}
+    assert record["int8_fp32_latency_ratio"] == max(r for row in cells.values() for r in row.values())
+    assert set(record["latency_ms"]) == {"fp32", "int8_cpu", "int8_qdq"}
