@@ -413,6 +413,10 @@ def run(cfg: FullConfig) -> int:
             cfg.random_teacher,
             cfg.random_teacher_depth,
         )
+    if cfg.data.path is None and d.enabled:  # rank 0 writes the built-in data; the others then read it
+        if d.is_main:
+            load_data(cfg, run_dir, write=False)
+        barrier(d)
     dataset, split, train, val, test, unlabelled = load_data(cfg, run_dir, write=d.is_main)
     final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))  # refuse a bad choice up front
     timings = {}
