@@ -37,8 +37,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 DEEPLABCUT3 = {"fps": 6.3, "peak_memory_gb": 6.4, "source": "issue text, same machine"}
 
 
-def run_predict(python: str, artifact: Path, video: Path, precision: str, out: Path, args: argparse.Namespace) -> dict:
-    """One ``tardis-edge predict`` child process: its summary, wall clock and peak RSS."""
+def run_predict(
+    python: str, artifact: Path, video: Path, precision: str, out: Path, args: argparse.Namespace, cwd: Path = ROOT
+) -> dict:
+    """One ``tardis-edge predict`` child process (in ``cwd``, whose package ``python -m`` runs): its summary, wall
+    clock and peak RSS."""
     command = [python, "-m", "tardis_edge.runtime", "predict", str(artifact), str(video), "--out", str(out)]
     command += ["--precision", precision, "--quiet"]
     if args.overlay:
@@ -48,7 +51,7 @@ def run_predict(python: str, artifact: Path, video: Path, precision: str, out: P
     command += args.predict_args
     load_before = load_average()
     start = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = child.stdout.read() if child.stdout else ""
     _, wait_status, usage = os.wait4(child.pid, 0)
     wall_s = time.perf_counter() - start
