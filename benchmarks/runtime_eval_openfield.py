@@ -35,7 +35,10 @@ SETTINGS = {  # name: (description, tardis-edge eval options)
     ),
     "fp32-graph": ("fp32, decode in the graph, no flip test", []),
     "fp16-graph": ("fp16, decode in the graph, no flip test", ["--precision", "fp16"]),
-    "int8-graph": ("int8 Q/DQ, decode in the graph, no flip test", ["--precision", "int8"]),
+    "int8-graph": (
+        "int8 (the CPU graph, tardis_int8_cpu.onnx), decode in the graph, no flip test",
+        ["--precision", "int8"],
+    ),
 }
 HEADLINE = ("num_samples", "rmse_px", "mean_px", "median_px", "PCK@0.05", "PCK@0.1", "AP")
 
