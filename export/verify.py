@@ -311,7 +311,8 @@ def verify(
     torch.set_num_threads(threads)
     try:
         reference = model_crop_runner(model, cfg, device=device)
-        ref_crops = in_batches(on_crops(reference, cfg), crops)
+        ref_on_crops = on_crops(reference, cfg)
+        ref_crops = in_batches(ref_on_crops, crops)
         ref_kps, ref_scores, _ = predict_frames(reference, frames, input_wh, cfg)
         ref_task = task_metrics(samples, ref_kps, ref_scores, source.schema)
         # the run's own evaluation, as training.keypoints.evaluate_model runs it
@@ -348,7 +349,6 @@ def verify(
             "environment": _environment(threads),
             "thresholds": asdict(thresholds),
         }
-        ref_on_crops = on_crops(reference, cfg)
         latency_ref = latencies(ref_on_crops, crops, latency_batches, latency_repeats) if latency_repeats > 0 else {}
         report["reference"]["pytorch"]["latency_ms"] = latency_ref
 

@@ -33,7 +33,9 @@ class PhotometricConfig:
 def photometric(image: np.ndarray, cfg: PhotometricConfig, rng: np.random.Generator) -> np.ndarray:
     """Augment an RGB uint8 ``(H, W, 3)`` crop; returns a new uint8 array of the same shape."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"photometric augmentation expects an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        raise ValueError(
+            f"photometric augmentation expects an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+        )
     img = image.astype(np.float32)
     if rng.random() < cfg.prob:
         img *= 1.0 + rng.uniform(-cfg.brightness, cfg.brightness)

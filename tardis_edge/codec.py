@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tardis_edge.geometry import flip_indices_from_pairs, flip_shift_px  # noqa: F401  (re-exported)
+
 
 def encode_gaussian_targets(
     keypoints_xy: np.ndarray,
@@ -69,16 +71,6 @@ def encode_gaussian_targets(
     return heatmaps, weights.astype(np.float32)
 
 
-def flip_indices_from_pairs(num_keypoints: int, flip_pairs: Sequence[tuple[int, int]]) -> list[int]:
-    """Channel permutation for a horizontal flip: ``perm[k]`` is the channel that lands on ``k``."""
-    perm = list(range(num_keypoints))
-    for a, b in flip_pairs:
-        if not (0 <= a < num_keypoints and 0 <= b < num_keypoints):
-            raise ValueError(f"flip pair ({a}, {b}) is out of range for {num_keypoints} keypoints")
-        perm[a], perm[b] = b, a
-    return perm
-
-
 def flip_heatmaps(heatmaps, flip_indices: Sequence[int], shift_px: float = 0.0):
     """Undo a horizontal input flip on predicted heatmaps: mirror W, swap left/right channels, then shift.
 
@@ -105,9 +97,3 @@ def flip_heatmaps(heatmaps, flip_indices: Sequence[int], shift_px: float = 0.0):
         prev = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
         out = (1 - frac) * out + frac * prev
     return out
-
-
-def flip_shift_px(input_w: int, heatmap_w: int) -> float:
-    """Sub-pixel offset between a mirrored heatmap array and the mirrored input (see ``flip_heatmaps``)."""
-    stride = input_w / heatmap_w
-    return (input_w - 1) / stride - (heatmap_w - 1)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tardis_edge.geometry import flip_indices_from_pairs, flip_shift_px  # noqa: F401  (re-exported)
+
 METHODS = ("argmax", "msra", "dark", "softargmax")
 DARK_BLUR_KERNEL = 11
 
@@ -183,22 +185,6 @@ def decode_heatmaps(
             raise ValueError("decode method 'softargmax' needs softargmax_beta (the artifact's softargmax_beta)")
         keypoints = np.where(valid, soft_argmax(maps, softargmax_beta), np.float32(-1.0))
     return keypoints.astype(np.float32), scores
-
-
-def flip_indices_from_pairs(num_keypoints: int, flip_pairs: Sequence[Sequence[int]]) -> list[int]:
-    """``(K,)`` channel permutation swapping each left/right pair (mirror of ``tardis_edge.codec``)."""
-    perm = list(range(num_keypoints))
-    for a, b in flip_pairs:
-        if not (0 <= a < num_keypoints and 0 <= b < num_keypoints):
-            raise ValueError(f"flip pair ({a}, {b}) is out of range for {num_keypoints} keypoints")
-        perm[a], perm[b] = b, a
-    return perm
-
-
-def flip_shift_px(input_w: int, heatmap_w: int) -> float:
-    """Sub-pixel offset between a mirrored heatmap array and the mirrored input (``tardis_edge.codec``)."""
-    stride = input_w / heatmap_w
-    return (input_w - 1) / stride - (heatmap_w - 1)
 
 
 def flip_heatmaps(heatmaps: np.ndarray, flip_indices: Sequence[int], shift_px: float = 0.0) -> np.ndarray:

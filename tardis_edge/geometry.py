@@ -227,3 +227,21 @@ def warp_image(image: np.ndarray, m: np.ndarray, input_wh: tuple[int, int], bord
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(border_value,) * 3,
     )
+
+
+# ---------------------------------------------------------------- horizontal flip (flip test, augmentation)
+def flip_indices_from_pairs(num_keypoints: int, flip_pairs: Sequence[tuple[int, int]]) -> list[int]:
+    """Channel permutation for a horizontal flip: ``perm[k]`` is the channel that lands on ``k``."""
+    perm = list(range(num_keypoints))
+    for a, b in flip_pairs:
+        if not (0 <= a < num_keypoints and 0 <= b < num_keypoints):
+            raise ValueError(f"flip pair ({a}, {b}) is out of range for {num_keypoints} keypoints")
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def flip_shift_px(input_w: int, heatmap_w: int) -> float:
+    """Sub-pixel offset between a mirrored heatmap array and the mirrored input, heatmap pixels (the shift
+    ``tardis_edge.codec.flip_heatmaps`` applies: 0.75 px for 256 -> 64)."""
+    stride = input_w / heatmap_w
+    return (input_w - 1) / stride - (heatmap_w - 1)
