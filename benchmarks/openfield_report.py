@@ -48,31 +48,19 @@ def run_command(run: Path) -> str:
     run changed (``--key=value``), so the report never holds a hand-typed command."""
     import yaml
 
-    from tardis_edge.config import load_config, to_dict
+    from tardis_edge.config import config_differences, load_config, to_dict
     from training.full import FullConfig
+
+    # the run folder, and what training.full fills in from the top-level fields
+    ignore = {"out", "stages", "extract.cache", "extract.teacher", "extract.random_teacher", "extract.depth",
+              "extract.device"}  # fmt: skip
 
     recipe = to_dict(load_config(FullConfig, CONFIG))
     used = yaml.safe_load((run / "config.yaml").read_text())
     overrides = []
-    for change in config_differences(recipe, used):
-        key, value = change
+    for key, _, value in config_differences(recipe, used, ignore):
         overrides.append(f"--{key}={str(value).lower() if isinstance(value, bool) else value}")
     return " ".join(["python -m training.full", str(CONFIG), f"--out={run}", *overrides])
-
-
-def config_differences(recipe: dict, used: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for key in sorted(set(recipe) | set(used)):
-        name = prefix + key
-        if name in ("out", "stages", "extract.cache", "extract.teacher", "extract.random_teacher", "extract.depth",
-                    "extract.device"):  # fmt: skip
-            continue  # the run folder, and what training.full fills in from the top-level fields
-        a, b = recipe.get(key), used.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, name + ".")
-        elif a != b:
-            out.append((name, b))
-    return out
 
 
 def main() -> None:

@@ -141,6 +141,27 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def config_differences(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    ignore: set[str] = frozenset(),
+    prefix: str = "",  # type: ignore[assignment]
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every field that differs between two config dicts (nested dicts
+    walked, keys in ``ignore`` skipped), sorted by key."""
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(old) | set(new)):
+        name = prefix + key
+        if name in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, ignore, name + ".")
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
 def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls`` <- YAML file <- ``--key=value`` overrides, type-checked."""
     import yaml

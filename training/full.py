@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -120,19 +121,8 @@ RERUN_FREE_KEYS = {
 }  # fmt: skip
 
 
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every field that differs between two resolved configs (nested dicts walked)."""
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        name = prefix + key
-        if name in RERUN_FREE_KEYS:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += config_changes(a, b, name + ".")
-        elif a != b:
-            changes.append(f"{name}: {a!r} -> {b!r}")
-    return changes
+class RunFolderError(ValueError):
+    """The run folder belongs to another run."""
 
 
 def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
@@ -153,10 +143,11 @@ def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
         old = yaml.safe_load(saved.read_text()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{saved} is not valid YAML ({err}); move the folder away or pick another --out") from None
-    from tardis_edge.config import merge
+    from tardis_edge.config import config_differences, merge
 
     # A field added to the config since that run was made counts as its default there.
-    changes = config_changes(merge(to_dict(FullConfig()), old), to_dict(cfg))
+    differences = config_differences(merge(to_dict(FullConfig()), old), to_dict(cfg), RERUN_FREE_KEYS)
+    changes = [f"{name}: {a!r} -> {b!r}" for name, a, b in differences]
     if not changes:
         return
     if not cfg.new_run:
@@ -170,11 +161,17 @@ def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
     LOG.warning("moved the earlier run in %s (another config: %s) to %s", run_dir, changes[0], aside)
 
 
-class RunFolderError(ValueError):
-    """The run folder belongs to another run."""
-
-
 # ------------------------------------------------------------------ stages as plain functions
+def builtin_data(cfg: FullConfig, run_dir: Path) -> Path:
+    """The built-in procedural DeepLabCut project of the run (written on first use, then reused)."""
+    from tardis_edge.data.synthetic import generate_synthetic_project
+
+    project = generate_synthetic_project(
+        run_dir / "builtin-data", num_labelled=cfg.data.builtin_labelled, num_unlabelled=cfg.data.builtin_unlabelled
+    )
+    return project.project_dir
+
+
 def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
     """Labelled dataset, its train / val / test parts, and the unlabelled frames for stage 1.
 
@@ -185,12 +182,7 @@ def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
     from tardis_edge.data.video import sample_video_frames
 
     if cfg.data.path is None:
-        from tardis_edge.data.synthetic import generate_synthetic_project
-
-        project = generate_synthetic_project(
-            run_dir / "builtin-data", num_labelled=cfg.data.builtin_labelled, num_unlabelled=cfg.data.builtin_unlabelled
-        )
-        data_path = project.project_dir
+        data_path = builtin_data(cfg, run_dir)
         LOG.info("no --data given: using the built-in procedural dataset at %s", data_path)
     else:
         data_path = Path(cfg.data.path)
@@ -415,7 +407,7 @@ def run(cfg: FullConfig) -> int:
         )
     if cfg.data.path is None and d.enabled:  # rank 0 writes the built-in data; the others then read it
         if d.is_main:
-            load_data(cfg, run_dir, write=False)
+            builtin_data(cfg, run_dir)
         barrier(d)
     dataset, split, train, val, test, unlabelled = load_data(cfg, run_dir, write=d.is_main)
     final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))  # refuse a bad choice up front
@@ -455,7 +447,7 @@ def run(cfg: FullConfig) -> int:
         "teacher": cfg.teacher or f"RANDOM {cfg.random_teacher} depth {cfg.random_teacher_depth} (not DINOv2 weights)",
         "stage1": "skipped" if cfg.skip_distill else "distilled",
         "backbone": cfg.model.backbone,
-        "command": " ".join(["python -m training.full", *sys.argv[1:]]) if sys.argv[0].endswith("full.py") else None,
+        "command": shlex.join(sys.argv),
         "cpu_s": time.process_time(),  # CPU seconds of this process (all threads): comparable on a busy machine
         "load_average": list(os.getloadavg()),
         "split": {**split.sizes(), "describe": split.describe},
