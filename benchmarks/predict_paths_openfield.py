@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tardis_edge.data import load_dataset, read_sample_image
-from tardis_edge.io import atomic_write_text
+from tardis_edge.io import atomic_write_text, strict_json
 from tardis_edge.provenance import measurement
 from tardis_edge.runtime import open_runner
 from tardis_edge.splits import Split
@@ -64,7 +64,7 @@ def main() -> None:
         "test_rmse_px_training": config["rmse_px"],
         "deviation_from_training_evaluation": rows,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(args.out, strict_json(report) + "\n")
     print(f"wrote {args.out}")
 
 

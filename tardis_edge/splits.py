@@ -110,9 +110,9 @@ class Split:
         return subsets[0], subsets[1], subsets[2]
 
     def write(self, path: str | Path) -> None:
-        from tardis_edge.io import atomic_write_text
+        from tardis_edge.io import atomic_write_text, strict_json
 
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        atomic_write_text(path, strict_json(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def read(cls, path: str | Path) -> Split:
