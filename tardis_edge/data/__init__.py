@@ -1,4 +1,4 @@
-"""Data stage: DeepLabCut projects and COCO keypoint files -> ``PoseDataset`` -> top-down crops.
+"""Data stage: DeepLabCut projects, COCO keypoint files and SLEAP labels -> ``PoseDataset`` -> top-down crops.
 
 Importing this package does not import torch; ``TopDownDataset`` and ``CropConfig`` (``tardis_edge.data.crops``)
 are loaded on first use.
@@ -11,6 +11,7 @@ from tardis_edge.data.dataset import (
     LoadSummary,
     PoseDataset,
     Skipped,
+    animals_per_image,
     few_shot,
     flip_pairs_from_names,
     load_dataset,
@@ -20,6 +21,7 @@ from tardis_edge.data.dataset import (
 )
 from tardis_edge.data.dlc import load_dlc_project
 from tardis_edge.data.sample import KeypointSchema, Sample
+from tardis_edge.data.sleap import load_sleap
 
 _LAZY = {"TopDownDataset", "CropConfig"}
 
@@ -31,11 +33,13 @@ __all__ = [
     "Sample",
     "Skipped",
     "TopDownDataset",
+    "animals_per_image",
     "few_shot",
     "flip_pairs_from_names",
     "load_coco_keypoints",
     "load_dataset",
     "load_dlc_project",
+    "load_sleap",
     "read_image_rgb",
     "read_sample_image",
     "split_by_index",

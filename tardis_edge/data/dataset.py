@@ -1,5 +1,5 @@
 """The loaded dataset (data stage): ``PoseDataset``, its load summary, splits, few-shot sampling, and the
-one entry point ``load_dataset`` that recognises DeepLabCut projects and COCO keypoint files.
+one entry point ``load_dataset`` that recognises DeepLabCut projects, COCO keypoint files and SLEAP ``.slp`` files.
 
 Torch-free: the edge runtime and the exporters can read labels and images without importing torch.
 """
@@ -24,6 +24,19 @@ def image_key(sample: Sample) -> str:
     if sample.image_path is not None:
         return str(sample.image_path)
     return f"{sample.video_path}#{sample.frame_index}"
+
+
+def animals_per_image(samples: Sequence[Sample] | PoseDataset) -> dict[str, int]:
+    """How many labelled animals each image holds: ``image_key`` -> number of samples with ``labelled=True``.
+
+    Images whose samples are all unlabelled (frames kept for distillation) count 0. A dataset is multi-animal
+    when some image holds more than one (``LoadSummary.max_animals_per_image > 1``).
+    """
+    counts: dict[str, int] = {}
+    for s in samples:
+        key = image_key(s)
+        counts[key] = counts.get(key, 0) + int(s.labelled)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,10 @@ class LoadSummary:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what the user should check: printed, and logged as warnings
     keypoint_counts: dict[str, int] = field(default_factory=dict)  # keypoint name -> samples where it is labelled
+    max_animals_per_image: int = 0  # most labelled samples in one image (> 1: a multi-animal dataset)
+    mean_animals_per_image: float = 0.0  # labelled samples per image, over all images
+    identities: dict[str, int] = field(default_factory=dict)  # track name -> images it is labelled in (file order)
+    images_with_animals: int = 0  # images holding at least one labelled sample
 
     @classmethod
     def from_samples(
@@ -69,7 +86,11 @@ class LoadSummary:
         if samples and never:
             warnings = [*warnings, f"keypoint(s) {never} are labelled in no sample of {source}: the model cannot learn "
                         "them (their loss weight is 0); label them or remove them from the keypoint list"]  # fmt: skip
-        images = {image_key(s) for s in samples}
+        per_image = animals_per_image(samples)
+        identities: dict[str, set[str]] = {}
+        for s in samples:
+            if s.track is not None and s.labelled:
+                identities.setdefault(s.track, set()).add(image_key(s))
         return cls(
             source=source,
             format=format,
@@ -79,11 +100,15 @@ class LoadSummary:
             unlabelled_keypoints=len(samples) * schema.num_keypoints - labelled,
             unlabelled_samples=sum(1 for s in samples if not s.labelled),
             categories=dict(sorted(Counter(s.category for s in samples).items())),
-            num_images=len(images),
+            num_images=len(per_image),
             skipped=list(skipped),
             notes=list(notes),
             warnings=list(warnings),
             keypoint_counts=counts,
+            max_animals_per_image=max(per_image.values(), default=0),
+            mean_animals_per_image=sum(per_image.values()) / len(per_image) if per_image else 0.0,
+            identities={track: len(images) for track, images in sorted(identities.items())},
+            images_with_animals=sum(1 for n in per_image.values() if n > 0),
         )
 
     def __str__(self) -> str:
@@ -92,6 +117,20 @@ class LoadSummary:
             f"  samples: {self.num_samples} in {self.num_images} images, {self.num_keypoints} keypoints each",
             f"  keypoints labelled: {self.labelled_keypoints}, unlabelled: {self.unlabelled_keypoints}",
         ]
+        if self.max_animals_per_image > 1:
+            lines.append(
+                f"  animals per image: max {self.max_animals_per_image}, mean {self.mean_animals_per_image:.2f}"
+            )
+        if self.identities:
+            tracks = ", ".join(f"{name} {n}" for name, n in self.identities.items())
+            lines.append(f"  identities ({len(self.identities)}), images each is labelled in: {tracks}")
+            absent = {name: self.images_with_animals - n for name, n in self.identities.items()}
+            if any(absent.values()):
+                missing = ", ".join(f"{name} {n}" for name, n in absent.items() if n)
+                lines.append(
+                    f"  note: identities absent from some of the {self.images_with_animals} labelled images "
+                    f"(fewer animals there): {missing}"
+                )
         if self.unlabelled_samples:
             lines.append(f"  samples without any labelled keypoint (kept, labelled=False): {self.unlabelled_samples}")
         if len(self.categories) > 1 or (self.categories and "animal" not in self.categories):
@@ -324,9 +363,9 @@ def labels_outside_images(samples: Sequence[Sample], names: Sequence[str], where
     """
     outside = []
     for s in samples:
-        if s.image_path is None or not s.labelled:
+        if not s.labelled:
             continue
-        wh = s.image_wh or image_size(s.image_path)
+        wh = s.image_wh or (image_size(s.image_path) if s.image_path is not None else None)
         if wh is None:
             continue
         xy = s.keypoints_xy
@@ -402,24 +441,27 @@ def load_dataset(path: str | Path, **kwargs) -> PoseDataset:
     """Load a pose dataset, recognising its format from the path.
 
     Args:
-        path: a DeepLabCut project folder or its ``config.yaml`` (-> ``load_dlc_project``), or a COCO
-            keypoint ``.json`` (-> ``load_coco_keypoints``).
+        path: a DeepLabCut project folder or its ``config.yaml`` (-> ``load_dlc_project``), a COCO keypoint
+            ``.json`` (-> ``load_coco_keypoints``), or a SLEAP labels file ``.slp`` (-> ``load_sleap``).
         **kwargs: passed on to the format's loader.
     """
     from tardis_edge.data.coco import load_coco_keypoints
     from tardis_edge.data.dlc import load_dlc_project
+    from tardis_edge.data.sleap import load_sleap
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(
-            f"dataset path {p} does not exist; pass a DeepLabCut project folder (with config.yaml) or a COCO keypoint "
-            ".json file"
+            f"dataset path {p} does not exist; pass a DeepLabCut project folder (with config.yaml), a COCO keypoint "
+            ".json file or a SLEAP .slp file"
         )
     if (p.is_dir() and (p / "config.yaml").is_file()) or (p.is_file() and p.name == "config.yaml"):
         return load_dlc_project(p, **kwargs)
     if p.is_file() and p.suffix.lower() == ".json":
         return load_coco_keypoints(p, **kwargs)
+    if p.is_file() and p.suffix.lower() == ".slp":
+        return load_sleap(p, **kwargs)
     raise ValueError(
         f"cannot tell the dataset format of {p}: pass a DeepLabCut project folder (with config.yaml), "
-        "its config.yaml, or a COCO keypoint .json file"
+        "its config.yaml, a COCO keypoint .json file or a SLEAP .slp labels file"
     )

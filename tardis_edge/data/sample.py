@@ -1,4 +1,4 @@
-"""The one sample record every dataset format loads into (DeepLabCut, COCO keypoints, video frames)."""
+"""The one sample record every dataset format loads into (DeepLabCut, COCO keypoints, SLEAP, video frames)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ class Sample:
         category: species / class name (few-shot sampling draws N images per category).
         image_wh: ``(W, H)`` when known without opening the image.
         labelled: False for unlabelled frames (distillation only).
+        track: the animal's identity where the format has one (SLEAP track name, DeepLabCut ``individuals`` name,
+            COCO ``track_id`` as a string or an ``identity`` / ``track`` field); None otherwise. Several samples of
+            one image (``dataset.image_key``) are several animals; the track says which is which across frames.
     """
 
     sample_id: str
@@ -49,4 +52,5 @@ class Sample:
     frame_index: int | None = None
     annotation_id: int | None = None
     image_id: int | None = None
+    track: str | None = None
     extra: dict = field(default_factory=dict)

@@ -1,0 +1,167 @@
+"""Multi-animal datasets: SLEAP's flies clip (../shared, labels only: no frame is decoded here), small SLEAP files
+written with sleap-io into tmp_path (predicted instances, legacy coordinates, moved videos), a multi-animal
+DeepLabCut project and a two-animal COCO file built in tmp_path, and the frame-range split of the issue."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import data_path
+
+from tardis_edge.data import load_dataset
+from tardis_edge.data.dataset import animals_per_image, image_key
+
+CLIP = "data/sleap-flies-clip"
+
+
+@pytest.fixture(scope="module")
+def clip_dir() -> Path:
+    return data_path(CLIP, full=True)
+
+
+@pytest.fixture(scope="module")
+def clip(clip_dir):
+    return load_dataset(clip_dir / "clip.slp")
+
+
+def raw_slp_points(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SLEAP's own tables, read with h5py: user points ``(N, 2)``, instances (frame id, track, point range), and
+    frames (frame id -> frame index)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        points = f["points"][:]
+        return np.stack([points["x"], points["y"]], axis=1), f["instances"][:], f["frames"][:]
+
+
+def test_sleap_clip_counts(clip, clip_dir):
+    raw_xy, instances, frames = raw_slp_points(clip_dir / "clip.slp")
+    assert len(clip) == len(instances) == 3000
+    assert clip.summary.num_images == len(frames) == 1500
+    assert clip.schema.num_keypoints == 13
+    assert clip.schema.names[3:5] == ("wingL", "wingR")
+    missing = int(np.isnan(raw_xy[:, 0]).sum())
+    assert clip.summary.unlabelled_keypoints == missing and 0.01 < missing / raw_xy.shape[0] < 0.02
+    assert sum(int((s.visible == 0).sum()) for s in clip) == missing
+    assert all(np.isnan(s.keypoints_xy[s.visible == 0]).all() for s in clip)
+    assert {s.track for s in clip} == {"female", "male"}
+    assert clip.summary.identities == {"female": 1500, "male": 1500}
+    assert clip.summary.max_animals_per_image == 2 and clip.summary.mean_animals_per_image == 2.0
+    assert set(animals_per_image(clip).values()) == {2}
+    assert clip.summary.skipped == []
+    assert "SLEAP" in str(clip.summary) and "animals per image: max 2" in str(clip.summary)
+
+
+def test_sleap_clip_samples_match_the_file(clip, clip_dir):
+    raw_xy, instances, frames = raw_slp_points(clip_dir / "clip.slp")
+    track_names = ["female", "male"]  # tracks_json order in the file
+    by_id = {s.sample_id: s for s in clip}
+    frame_index = {int(f["frame_id"]): int(f["frame_idx"]) for f in frames}
+    for row in instances[[0, 1, 1777, 2999]]:
+        sid = f"clip#{frame_index[int(row['frame_id'])]:06d}/{track_names[row['track']]}"
+        sample = by_id[sid]
+        expected = raw_xy[row["point_id_start"] : row["point_id_end"]]  # format 1.1: pixel centres, unchanged
+        np.testing.assert_array_equal(sample.keypoints_xy, expected.astype(np.float32))
+        assert sample.keypoints_xy.dtype == np.float32 and sample.keypoints_xy.shape == (13, 2)
+        assert sample.frame_index == frame_index[int(row["frame_id"])]
+    s = clip[0]
+    assert s.sample_id == "clip#000000/female" and s.image_path is None
+    assert s.video_path == clip_dir / "clip.mp4" and s.image_wh == (1024, 1024) and s.bbox_xywh is None
+    assert clip.sample_ids == sorted(clip.sample_ids)  # ordered by frame, then track
+    assert len({image_key(s) for s in clip[:4]}) == 2  # two animals per frame share the frame's key
+
+
+def test_sleap_flip_pairs_and_skeleton(clip):
+    names = clip.schema.names
+    pairs = {(names[i], names[j]) for i, j in clip.schema.flip_pairs}
+    assert pairs == {("wingL", "wingR"), ("forelegL4", "forelegR4"), ("midlegL4", "midlegR4"),
+                     ("hindlegL4", "hindlegR4"), ("eyeL", "eyeR")}  # fmt: skip
+    edges = {(names[a], names[b]) for a, b in clip.schema.skeleton}
+    assert ("head", "eyeL") in edges and ("thorax", "abdomen") in edges and len(edges) == 12
+
+
+def test_sleap_video_found_next_to_moved_labels(clip_dir, tmp_path):
+    moved = tmp_path / "labels" / "clip.slp"
+    moved.parent.mkdir()
+    shutil.copy(clip_dir / "clip.slp", moved)
+    with pytest.raises(FileNotFoundError, match=r"video 'clip.mp4' not found .*video_root="):
+        load_dataset(moved)
+    ds = load_dataset(moved, video_root=clip_dir)
+    assert ds[0].video_path == clip_dir / "clip.mp4" and len(ds) == 3000
+    ds = load_dataset(moved, check_videos=False)  # labels only: sizes unknown, the video path as it would be
+    assert ds[0].image_wh is None and ds[0].video_path == moved.parent / "clip.mp4"
+
+
+def _small_slp(tmp_path: Path, video: Path, name: str = "small.slp") -> tuple[Path, np.ndarray]:
+    """Two frames: frame 5 with a user instance ('a') and its prediction, frame 2 with one untracked user instance,
+    one all-missing user instance, and a predicted one."""
+    import sleap_io as sio
+
+    skeleton = sio.Skeleton(["head", "eyeL", "eyeR"], edges=[("head", "eyeL"), ("head", "eyeR")])
+    track = sio.Track("a")
+    vid = sio.Video(filename=str(video), open_backend=False)
+    xy = np.array([[10.0, 20.0], [12.5, 18.0], [np.nan, np.nan]])
+    frames = [
+        sio.LabeledFrame(
+            vid,
+            5,
+            [
+                sio.Instance.from_numpy(xy, skeleton, track=track),
+                sio.PredictedInstance.from_numpy(xy + 1, skeleton, score=0.9, track=track),
+            ],
+        ),
+        sio.LabeledFrame(
+            vid,
+            2,
+            [
+                sio.Instance.from_numpy(xy + 100, skeleton),
+                sio.Instance.from_numpy(np.full((3, 2), np.nan), skeleton),
+                sio.PredictedInstance.from_numpy(xy + 3, skeleton, score=0.5),
+            ],
+        ),
+    ]
+    path = tmp_path / name
+    sio.save_slp(sio.Labels(frames, videos=[vid], skeletons=[skeleton], tracks=[track]), str(path))
+    return path, xy
+
+
+def test_sleap_predicted_and_empty_instances_are_skipped(clip_dir, tmp_path):
+    path, xy = _small_slp(tmp_path, clip_dir / "clip.mp4")
+    ds = load_dataset(path)
+    assert ds.sample_ids == ["clip#000002/0", "clip#000005/a"]  # sorted by frame; untracked: position in frame
+    assert [s.track for s in ds] == [None, "a"]
+    np.testing.assert_array_equal(ds[1].keypoints_xy, xy.astype(np.float32))
+    np.testing.assert_array_equal(ds[1].visible, [2, 2, 0])
+    whats = [s.what for s in ds.summary.skipped]
+    assert whats[0].startswith("2 predicted instance(s) in 2 frame(s)")
+    assert whats[1].startswith("1 user instance(s) (first: clip#000002/1)")
+    assert ds.summary.identities == {"a": 1}
+    assert "a 1" in str(ds.summary)
+
+
+def test_sleap_legacy_corner_coordinates_are_shifted(clip_dir, tmp_path):
+    import h5py
+
+    legacy = tmp_path / "clip.slp"
+    shutil.copy(clip_dir / "clip.slp", legacy)
+    with h5py.File(legacy, "r+") as f:
+        f["metadata"].attrs["format_id"] = 1.0  # SLEAP < 1.1 wrote pixel-corner coordinates
+    raw_xy, _, _ = raw_slp_points(legacy)
+    ds = load_dataset(legacy, video_root=clip_dir)
+    male = next(s for s in ds if s.sample_id == "clip#000000/male")  # instance 0 of the file: points 0..12
+    np.testing.assert_allclose(male.keypoints_xy, raw_xy[:13] - 0.5)
+    assert any("shifted by -0.5 px" in n for n in ds.summary.notes)
+
+
+def test_sleap_package_with_embedded_images_is_refused(clip_dir, tmp_path):
+    import sleap_io as sio
+
+    labels = sio.load_slp(str(clip_dir / "clip.slp"))
+    labels.labeled_frames = labels.labeled_frames[:2]
+    package = tmp_path / "clip.pkg.slp"
+    sio.save_slp(labels, str(package), embed="user")
+    with pytest.raises(ValueError, match=r"frames embedded as images .*embed=False"):
+        load_dataset(package)
