@@ -2,7 +2,9 @@
 the runtime's PyTorch backend and the tests read. One dataclass, one writer, one reader.
 
 Format versions: 1 is every ``model.pt`` written before this module (no ``format_version`` key); 2 adds
-``format_version`` and the run's ``split``. Both read back the same way; a file without ``split`` gives ``None``.
+``format_version`` and the run's ``split``; 3 adds the optional ``finder`` (multi-animal runs: the whole-frame
+animal-finding model, ``tardis_edge.finder``). All read back the same way; a missing ``split`` or ``finder`` is
+``None``.
 
 torch is imported only inside ``save``, ``load`` and ``build_model``: the runtime imports this module's types
 without torch.
@@ -18,7 +20,7 @@ from typing import Any
 from tardis_edge.data.sample import KeypointSchema
 
 CHECKPOINT_NAME = "model.pt"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 REQUIRED_KEYS = ("model", "model_config", "schema", "input_size", "heatmap_size", "predict")
 WRITER = "python -m training.full (its evaluate stage)"
 
@@ -35,6 +37,8 @@ class DeployCheckpoint:
         predict: the run's ``PredictConfig`` as a dict (decode method, soft-argmax beta, box padding, two passes).
         versions: the training environment (``tardis_edge.provenance.versions``).
         split: the run's train/val/test sample ids (``tardis_edge.splits``); None in files written before splits.
+        finder: multi-animal runs: ``{"model": state dict, "model_config": dict, "config": FinderConfig dict,
+            "stride": float}``; None for single-animal runs.
         format_version: the file format (see the module docstring).
     """
 
@@ -46,6 +50,7 @@ class DeployCheckpoint:
     predict: dict[str, Any]
     versions: dict[str, str] = field(default_factory=dict)
     split: dict[str, Any] | None = None
+    finder: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +70,7 @@ class DeployCheckpoint:
             "predict": dict(self.predict),
             "versions": {str(k): str(v) for k, v in self.versions.items()},
             "split": self.split,
+            "finder": self.finder,
         }
 
     @classmethod
@@ -94,6 +100,7 @@ class DeployCheckpoint:
             predict=dict(data["predict"]),
             versions={str(k): str(v) for k, v in dict(data.get("versions") or {}).items()},
             split=dict(data["split"]) if data.get("split") is not None else None,
+            finder=_finder(data.get("finder"), source),
             format_version=version,
         )
 
@@ -146,6 +153,27 @@ class DeployCheckpoint:
         model = build_model(ModelConfig.from_dict(config, source=f"{source} model_config"))
         model.load_state_dict({k: v for k, v in self.model.items() if not k.startswith("decoder.")})
         return model.eval()
+
+    def build_finder(self, source: str = "checkpoint") -> Any:
+        """The finder ``PoseModel`` (3-channel whole-frame head) in eval mode on the CPU; None without a finder."""
+        if self.finder is None:
+            return None
+        from tardis_edge.models import ModelConfig, build_model
+
+        model = build_model(ModelConfig.from_dict(self.finder["model_config"], source=f"{source} finder model_config"))
+        model.load_state_dict(self.finder["model"])
+        return model.eval()
+
+
+def _finder(data: Any, source: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    missing = [
+        k for k in ("model", "model_config", "config", "stride") if not isinstance(data, Mapping) or k not in data
+    ]
+    if missing:
+        raise ValueError(f"{source}: 'finder' lacks {', '.join(missing)}; re-run the finder stage of training.full")
+    return dict(data)
 
 
 def checkpoint_file(run_or_checkpoint: str | Path) -> tuple[Path, Path | None]:

@@ -123,6 +123,44 @@ def oks_ap(
     Samples without any labelled keypoint are left out (COCOeval would ignore them). APm/APl are -1 when no
     object falls in that area range (COCO's convention).
     """
+    labelled = [i for i, s in enumerate(samples) if (s.visible > 0).any()]
+    detections = [
+        (image_key(samples[i]), pred_keypoints[i], pred_scores[i], float(np.clip(pred_scores[i], 0, None).mean()))
+        for i in labelled
+    ]
+    return coco_keypoint_eval([samples[i] for i in labelled], detections, sigmas)
+
+
+def _gt_annotation(s: Sample) -> dict:
+    visible = s.visible > 0
+    gt_xy = np.where(visible[:, None], s.keypoints_xy, 0.0)
+    gt_v = np.where(visible, 2, 0)
+    if s.bbox_xywh is not None:
+        bbox = [float(v) for v in s.bbox_xywh]
+    else:
+        low, high = _labelled_box(s)  # type: ignore[misc]
+        bbox = [float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1])]
+    return {
+        "category_id": 1,
+        "keypoints": np.column_stack([gt_xy, gt_v]).ravel().tolist(),
+        "num_keypoints": int(visible.sum()),
+        "area": object_area(s),
+        "bbox": bbox,
+        "iscrowd": 0,
+    }
+
+
+def coco_keypoint_eval(
+    samples: Sequence[Sample], detections: Sequence[tuple[str, np.ndarray, np.ndarray, float]], sigmas: Sequence[float]
+) -> dict[str, float]:
+    """COCO keypoint AP/AR (``COCO_STATS``) through pycocotools' COCOeval, any number of animals per image.
+
+    Args:
+        samples: the labelled animals; their images (``image_key``) are the evaluated images.
+        detections: ``(image_key, keypoints (K, 2) image pixels, scores (K,), instance score)``; a keypoint not found
+            (NaN) is written as (0, 0) with its score, so it counts as a miss.
+        sigmas: per-keypoint OKS sigmas.
+    """
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -131,50 +169,32 @@ def oks_ap(
     image_ids: dict[str, int] = {}
     images: list[dict] = []
     ground_truth: list[dict] = []
-    detections: list[dict] = []
-    for i, s in enumerate(samples):
-        if not (s.visible > 0).any():
-            continue
+    for s in samples:
         key = image_key(s)
         if key not in image_ids:
             image_ids[key] = len(image_ids) + 1
             images.append({"id": image_ids[key]})
-        visible = s.visible > 0
-        gt_xy = np.where(visible[:, None], s.keypoints_xy, 0.0)
-        gt_v = np.where(visible, 2, 0)
-        if s.bbox_xywh is not None:
-            bbox = [float(v) for v in s.bbox_xywh]
-        else:
-            low, high = _labelled_box(s)  # type: ignore[misc]
-            bbox = [float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1])]
-        ground_truth.append(
-            {
-                "id": len(ground_truth) + 1,
-                "image_id": image_ids[key],
-                "category_id": 1,
-                "keypoints": np.column_stack([gt_xy, gt_v]).ravel().tolist(),
-                "num_keypoints": int(visible.sum()),
-                "area": object_area(s),
-                "bbox": bbox,
-                "iscrowd": 0,
-            }
-        )
-        detections.append(
-            {
-                "image_id": image_ids[key],
-                "category_id": 1,
-                "keypoints": np.column_stack([pred_keypoints[i], pred_scores[i]]).ravel().tolist(),
-                "score": float(np.clip(pred_scores[i], 0, None).mean()),
-            }
-        )
+        if (s.visible > 0).any():
+            ground_truth.append({"id": len(ground_truth) + 1, "image_id": image_ids[key], **_gt_annotation(s)})
     if not ground_truth:
         raise ValueError("no sample has a labelled keypoint: nothing to evaluate")
+    results = [
+        {
+            "image_id": image_ids[key],
+            "category_id": 1,
+            "keypoints": np.column_stack([np.nan_to_num(kp, nan=0.0), np.nan_to_num(sc, nan=0.0)]).ravel().tolist(),
+            "score": score,
+        }
+        for key, kp, sc, score in detections
+    ]
     quiet = io.StringIO()  # pycocotools prints progress; the numbers are returned instead
     with contextlib.redirect_stdout(quiet):
         coco_gt = COCO()
         coco_gt.dataset = {"images": images, "annotations": ground_truth, "categories": [{"id": 1, "name": "animal"}]}
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(detections)
+        if not results:
+            return {name: 0.0 for name in COCO_STATS}
+        coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
         evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         evaluator.evaluate()
@@ -286,3 +306,292 @@ def _error_stats(distances: np.ndarray) -> dict[str, float]:
         "median_px": float(np.median(distances)),
         "rmse_px": float(np.sqrt(np.mean(distances**2))),
     }
+
+
+# ----------------------------------------------------------------------------------------------- OKS and tracking
+
+
+def keypoint_box_area(keypoints_xy: np.ndarray) -> float:
+    """Area of the box around the finite keypoints of one animal (image pixels²), at least 1; NaN if none is finite.
+
+    The OKS scale of an animal without an annotated area or box (the convention of ``object_area``).
+    """
+    points = np.asarray(keypoints_xy, dtype=np.float64)
+    points = points[np.isfinite(points).all(axis=-1)]
+    if not len(points):
+        return float("nan")
+    size = points.max(axis=0) - points.min(axis=0)
+    return max(float(size[0] * size[1]), 1.0)
+
+
+def keypoint_similarity(
+    keypoints_a: np.ndarray, keypoints_b: np.ndarray, area: Any, sigmas: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """COCO's per-keypoint similarity ``exp(-d² / (2 · area · (2σ)²))`` (pycocotools' ``computeOks`` kernel).
+
+    Args:
+        keypoints_a: ``(..., K, 2)`` image pixels; NaN where missing.
+        keypoints_b: ``(..., K, 2)``, broadcastable against ``keypoints_a``.
+        area: the object scale s² (image pixels²), broadcastable against ``(...)``.
+        sigmas: ``(K,)`` per-keypoint OKS sigmas.
+
+    Returns:
+        ``(..., K)`` similarities in [0, 1]; NaN where either keypoint is missing.
+    """
+    a = np.asarray(keypoints_a, dtype=np.float64)
+    b = np.asarray(keypoints_b, dtype=np.float64)
+    kappa2 = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2  # (K,)
+    d2 = ((a - b) ** 2).sum(axis=-1)  # (..., K); NaN where either is missing
+    return np.exp(-d2 / (2.0 * np.asarray(area, dtype=np.float64)[..., None] * kappa2))
+
+
+def object_keypoint_similarity(
+    pred_xy: np.ndarray, truth_xy: np.ndarray, area: Any, sigmas: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """OKS of predictions against one truth each: the mean keypoint similarity over the truth's labelled keypoints.
+
+    A prediction missing (NaN) where the truth is labelled scores 0 there, as a keypoint far away would.
+
+    Args:
+        pred_xy: ``(..., K, 2)`` image pixels, NaN where not found.
+        truth_xy: ``(..., K, 2)`` broadcastable against ``pred_xy``; NaN where unlabelled.
+        area: the truth's scale s² (``keypoint_box_area`` for animals without a box), broadcastable to ``(...)``.
+        sigmas: ``(K,)``.
+
+    Returns:
+        ``(...)`` OKS in [0, 1]; NaN where the truth has no labelled keypoint.
+    """
+    similarity = keypoint_similarity(pred_xy, truth_xy, area, sigmas)  # (..., K)
+    labelled = np.isfinite(np.asarray(truth_xy, dtype=np.float64)).all(axis=-1)  # (..., K)
+    labelled = np.broadcast_to(labelled, similarity.shape)
+    count = labelled.sum(axis=-1)
+    total = np.where(labelled, np.nan_to_num(similarity, nan=0.0), 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+# One animal in one frame: (identity, (K, 2) keypoints in image pixels, NaN where missing/unlabelled).
+TrackedAnimal = tuple[int, np.ndarray]
+
+TRACKING_STATS = (
+    "idf1",
+    "idp",
+    "idr",
+    "mota",
+    "motp",
+    "num_switches",
+    "num_false_positives",
+    "num_misses",
+    "num_matches",
+    "num_objects",
+    "num_predictions",
+    "recall",
+    "precision",
+    "num_frames",
+    "num_unique_objects",
+    "num_fragmentations",
+)
+
+
+def tracking_metrics(
+    gt_frames: Sequence[Sequence[TrackedAnimal]],
+    pred_frames: Sequence[Sequence[TrackedAnimal]],
+    *,
+    sigmas: Sequence[float] | None = None,
+    min_oks: float = 0.5,
+) -> dict[str, Any]:
+    """Multi-object tracking accuracy of tracked poses (CLEAR MOT and identity metrics, through motmetrics).
+
+    Per frame, a ground-truth animal and a predicted one may match when their OKS is at least ``min_oks``; the
+    distance motmetrics minimises is ``1 - OKS`` (the truth's ``keypoint_box_area`` is the OKS scale, the sigmas
+    are uniform ``DEFAULT_OKS_SIGMA`` unless given). motmetrics keeps last frame's match of a pair while it stays
+    within the threshold and assigns the rest by the Hungarian method; an identity switch is a ground-truth animal
+    matched to another prediction id than at its last match (so a swap of two animals counts 2).
+
+    Args:
+        gt_frames: per frame, the ground-truth animals ``(id, (K, 2) keypoints)``; NaN keypoints are unlabelled,
+            an animal with none labelled is left out of that frame.
+        pred_frames: per frame (as many as ``gt_frames``), the tracked animals ``(track id, (K, 2) keypoints)``;
+            NaN keypoints were not found.
+        sigmas: ``(K,)`` per-keypoint OKS sigmas.
+        min_oks: the match threshold in (0, 1].
+
+    Returns:
+        A JSON-serialisable dict with ``TRACKING_STATS``: ``idf1``/``idp``/``idr`` (identity F1, precision,
+        recall), ``mota``, ``motp`` (mean ``1 - OKS`` of the matches), ``num_switches``, ``num_false_positives``,
+        ``num_misses``, ``num_matches``, ``num_objects`` (ground-truth animal instances), ``num_predictions``,
+        ``recall`` (matched / ground-truth instances), ``precision``, ``num_frames``, ``num_unique_objects``,
+        ``num_fragmentations``; plus ``min_oks`` and ``oks_sigmas``.
+    """
+    try:
+        import motmetrics
+    except ImportError as e:
+        raise ImportError("tracking metrics need motmetrics: pip install 'tardis-edge[train]'") from e
+    if len(gt_frames) != len(pred_frames):
+        raise ValueError(
+            f"got {len(gt_frames)} ground-truth frames but {len(pred_frames)} predicted frames; pass one list of "
+            "animals per frame for both (an empty list for a frame without animals)"
+        )
+    if not gt_frames:
+        raise ValueError("tracking_metrics got no frames")
+    if not 0 < min_oks <= 1:
+        raise ValueError(f"min_oks must be in (0, 1], got {min_oks}")
+    accumulator = motmetrics.MOTAccumulator(auto_id=False)
+    sigma_values: np.ndarray | None = None if sigmas is None else np.asarray(sigmas, dtype=np.float64)
+    for frame, (truth, pred) in enumerate(zip(gt_frames, pred_frames, strict=True)):
+        gt_ids, gt_xy = _frame_animals(truth, "ground-truth", frame)
+        pred_ids, pred_xy = _frame_animals(pred, "predicted", frame)
+        labelled = np.isfinite(gt_xy).all(axis=-1).any(axis=-1) if len(gt_ids) else np.zeros(0, dtype=bool)
+        gt_ids, gt_xy = gt_ids[labelled], gt_xy[labelled]
+        k = gt_xy.shape[1] if len(gt_ids) else pred_xy.shape[1] if len(pred_ids) else 0
+        if len(gt_ids) and len(pred_ids) and gt_xy.shape[1] != pred_xy.shape[1]:
+            raise ValueError(
+                f"frame {frame}: ground truth has {gt_xy.shape[1]} keypoints per animal, predictions "
+                f"{pred_xy.shape[1]}; both must use the same keypoints"
+            )
+        if sigma_values is None and k:
+            sigma_values = np.full(k, DEFAULT_OKS_SIGMA)
+        if k and (sigma_values is None or sigma_values.shape != (k,) or (sigma_values <= 0).any()):
+            raise ValueError(f"OKS sigmas must be {k} positive numbers, got {sigmas}")
+        distance = np.full((len(gt_ids), len(pred_ids)), np.nan)
+        if len(gt_ids) and len(pred_ids):
+            area = np.array([keypoint_box_area(xy) for xy in gt_xy])  # (G,)
+            oks = object_keypoint_similarity(pred_xy[None], gt_xy[:, None], area[:, None], sigma_values)  # (G, P)
+            distance = np.where(oks >= min_oks, 1.0 - oks, np.nan)  # NaN: may not match
+        accumulator.update(gt_ids.tolist(), pred_ids.tolist(), distance, frameid=frame)
+    handler = motmetrics.metrics.create()
+    names = [name for name in TRACKING_STATS if name != "num_frames"] + ["num_frames"]
+    summary = handler.compute(accumulator, metrics=names, name="tracking")
+    result: dict[str, Any] = {}
+    for name in TRACKING_STATS:
+        value = summary[name].iloc[0]
+        result[name] = int(value) if name.startswith("num_") else float(value)
+    result["min_oks"] = float(min_oks)
+    result["oks_sigmas"] = [] if sigma_values is None else sigma_values.tolist()
+    return result
+
+
+def _frame_animals(animals: Sequence[TrackedAnimal], what: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids (N,), keypoints (N, K, 2))`` of one frame's animals, checked."""
+    ids = np.array([int(identity) for identity, _ in animals], dtype=np.int64)
+    if len(set(ids.tolist())) != len(ids):
+        raise ValueError(f"frame {frame}: {what} ids {ids.tolist()} repeat; each animal appears once per frame")
+    if not len(ids):
+        return ids, np.zeros((0, 0, 2))
+    keypoints = [np.asarray(xy, dtype=np.float64) for _, xy in animals]
+    shapes = {xy.shape for xy in keypoints}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[1] != 2:
+        raise ValueError(
+            f"frame {frame}: {what} keypoints must be (K, 2) arrays of one K; "
+            f"got shapes {[xy.shape for xy in keypoints]}"
+        )
+    return ids, np.stack(keypoints)
+
+
+# ---------------------------------------------------------------- many animals per image
+def oks_matrix(truth: Sequence[Sample], keypoints: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
+    """``(G, P)`` COCO OKS between labelled animals and predicted poses ``(P, K, 2)`` (NaN keypoints: misses).
+
+    OKS = mean over labelled keypoints of ``exp(-d^2 / (2 area (2 sigma)^2))`` (COCO's formula, area as in
+    ``object_area``); an animal without a labelled keypoint has OKS 0 with everything.
+    """
+    sig2 = (2.0 * np.asarray(sigmas, np.float64)) ** 2  # (K,)
+    out = np.zeros((len(truth), len(keypoints)))
+    for g, s in enumerate(truth):
+        labelled = s.visible > 0
+        if not labelled.any() or not len(keypoints):
+            continue
+        d2 = ((np.asarray(keypoints, np.float64) - s.keypoints_xy[None]) ** 2).sum(-1)  # (P, K)
+        e = np.exp(-np.nan_to_num(d2, nan=np.inf) / (2.0 * object_area(s) * sig2[None]))  # (P, K)
+        out[g] = e[:, labelled].mean(axis=1)
+    return out
+
+
+def match_animals(
+    truth: Sequence[Sample], keypoints: np.ndarray, sigmas: Sequence[float], min_oks: float
+) -> list[tuple[int, int, float]]:
+    """One-to-one matches ``(truth index, prediction index, OKS)`` maximising the total OKS (Hungarian,
+    ``scipy.optimize.linear_sum_assignment``), keeping pairs with OKS >= ``min_oks``."""
+    from scipy.optimize import linear_sum_assignment
+
+    oks = oks_matrix(truth, keypoints, sigmas)
+    if oks.size == 0:
+        return []
+    rows, cols = linear_sum_assignment(-oks)
+    return [(int(r), int(c), float(oks[r, c])) for r, c in zip(rows, cols, strict=True) if oks[r, c] >= min_oks]
+
+
+def evaluate_multi_animal(
+    frames: Sequence[Sequence[Sample]],
+    predictions: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    schema: KeypointSchema,
+    *,
+    sigmas: Sequence[float] | None = None,
+    min_oks: float = 0.5,
+) -> dict[str, Any]:
+    """Finding and posing every animal: COCO mAP over all predicted animals, per-frame recall and precision,
+    and the pixel errors of matched animals.
+
+    Args:
+        frames: per frame, its labelled animals (samples of one image).
+        predictions: per frame, ``(keypoints (P, K, 2) image pixels, scores (P, K), instance scores (P,))``.
+        schema: keypoint names (and OKS sigmas).
+        sigmas: OKS sigmas overriding the schema's (default: the schema's, else uniform ``DEFAULT_OKS_SIGMA``).
+        min_oks: a labelled animal is found when matched to a prediction with at least this OKS.
+
+    Returns:
+        ``AP`` … ``ARl`` (COCOeval), ``oks_sigmas``, ``recall`` (found / labelled animals), ``frame_recall_min``,
+        ``frames_all_found`` (share of frames where every labelled animal was found), ``precision`` (matched /
+        predicted), ``mean_px``/``median_px``/``rmse_px`` over the labelled keypoints of found animals, and
+        ``per_keypoint`` name -> ``{count, mean_px, median_px, rmse_px}``.
+    """
+    if len(frames) != len(predictions):
+        raise ValueError(f"got {len(frames)} frames of labels but {len(predictions)} of predictions")
+    if sigmas is None:
+        sigmas = schema.sigmas or [DEFAULT_OKS_SIGMA] * schema.num_keypoints
+        source = (
+            "schema" if schema.sigmas else f"uniform {DEFAULT_OKS_SIGMA} (the schema has none; DeepLabCut 3's default)"
+        )
+    else:
+        source = "given"
+    truth_all: list[Sample] = []
+    detections: list[tuple[str, np.ndarray, np.ndarray, float]] = []
+    found = labelled_animals = predicted = 0
+    frame_recalls: list[float] = []
+    distances: list[np.ndarray] = []  # (K,) per found animal, NaN where unlabelled
+    for animals, (keypoints, scores, instance_scores) in zip(frames, predictions, strict=True):
+        animals = [s for s in animals if (s.visible > 0).any()]
+        if not animals:
+            continue
+        truth_all += animals
+        key = image_key(animals[0])
+        detections += [(key, kp, sc, float(i)) for kp, sc, i in zip(keypoints, scores, instance_scores, strict=True)]
+        matches = match_animals(animals, keypoints, sigmas, min_oks)
+        found += len(matches)
+        labelled_animals += len(animals)
+        predicted += len(keypoints)
+        frame_recalls.append(len(matches) / len(animals))
+        for g, p, _ in matches:
+            s = animals[g]
+            d = np.linalg.norm(keypoints[p] - s.keypoints_xy, axis=-1)
+            distances.append(np.where(s.visible > 0, d, np.nan))
+    if not truth_all:
+        raise ValueError("no frame has a labelled animal: nothing to evaluate")
+    result: dict[str, Any] = coco_keypoint_eval(truth_all, detections, sigmas)
+    result["oks_sigmas"] = [float(s) for s in sigmas]
+    result["oks_sigmas_source"] = source
+    result["match_min_oks"] = float(min_oks)
+    result["num_frames"] = len(frame_recalls)
+    result["num_animals"] = labelled_animals
+    result["num_predicted"] = predicted
+    result["recall"] = found / labelled_animals
+    result["frame_recall_min"] = float(min(frame_recalls))
+    result["frames_all_found"] = float(np.mean([r == 1.0 for r in frame_recalls]))
+    result["precision"] = found / predicted if predicted else float("nan")
+    dist = np.stack(distances) if distances else np.full((0, schema.num_keypoints), np.nan)
+    result.update(_error_stats(dist[np.isfinite(dist)]))
+    result["per_keypoint"] = {
+        name: {"count": int(np.isfinite(dist[:, k]).sum()), **_error_stats(dist[np.isfinite(dist[:, k]), k])}
+        for k, name in enumerate(schema.names)
+    }
+    return result

@@ -1,6 +1,9 @@
 """``python -m training.full``: the whole TARDIS-Pose recipe, top to bottom.
 
-    data -> extract (teacher features, once) -> distill (stage 1) -> keypoints (stage 2) -> evaluate
+    data -> extract (teacher features, once) -> distill (stage 1) -> keypoints (stage 2) -> finder -> evaluate
+
+The finder stage (multi-animal data: some image holds several animals) trains a whole-frame head that finds every
+animal (``training/finder.py``); evaluate then also scores finding, posing and tracking every animal.
 
 With no arguments it runs the built-in default: a procedural dataset it generates (drawn animals with known
 keypoints plus unlabelled video frames) and a RANDOM-INITIALISED small DINOv2-shaped teacher (real DINOv2
@@ -48,12 +51,13 @@ from training.common import (
 )
 from training.distill import DistillConfig, run_distill
 from training.extract import run_extract
+from training.finder import FinderTrainConfig
 from training.keypoints import KeypointsConfig, evaluate_model, final_checkpoint_name, run_keypoints
 
 LOG = logging.getLogger("tardis")
 
 
-STAGES = ("extract", "distill", "keypoints", "evaluate")
+STAGES = ("extract", "distill", "keypoints", "finder", "evaluate")
 
 
 @dataclass
@@ -69,6 +73,16 @@ class DataConfig:
     heatmap_size: int = 64
     builtin_labelled: int = 120  # size of the built-in procedural dataset (used when path is None)
     builtin_unlabelled: int = 120
+
+
+@dataclass
+class MultiEvalConfig:
+    """Multi-animal evaluation (runs with a finder): how the test frames are posed and tracked."""
+
+    detect_every: int = 1  # finder every N frames while tracking (the per-frame metrics always detect every frame)
+    expected_animals: int = 0  # > 0: also detect on frames holding fewer animals (0: the most seen in a train image)
+    max_animals: int = 0  # 0: the most animals seen in one training image
+    match_oks: float = 0.5  # a labelled animal is found when a predicted one matches it with at least this OKS
 
 
 @dataclass
@@ -90,6 +104,8 @@ class FullConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     keypoints: KeypointsConfig = field(default_factory=KeypointsConfig)
+    finder: FinderTrainConfig = field(default_factory=FinderTrainConfig)
+    multi: MultiEvalConfig = field(default_factory=MultiEvalConfig)
 
 
 def builtin_default(cfg: FullConfig) -> FullConfig:
@@ -299,6 +315,26 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, val, device:
     )
 
 
+def final_pose_model(cfg: FullConfig, run_dir: Path, split: Split):
+    """The run's final stage-2 model (``keypoints.final_checkpoint``), its config and which checkpoint it is."""
+    name = final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))
+    state = load_checkpoint(run_dir / f"keypoints_{name}.pt")
+    mcfg = ModelConfig.from_dict(state["model_config"])
+    model = build_model(mcfg)
+    model.load_state_dict(state["model"])
+    return model, mcfg, name
+
+
+def stage_finder(cfg: FullConfig, run_dir: Path, split: Split, train, device: torch.device, d: Dist):
+    """Train the whole-frame animal finder from the final pose model's encoder (multi-animal data)."""
+    from training.finder import run_finder
+
+    pose_model, _, name = final_pose_model(cfg, run_dir, split)
+    LOG.info("finder: starts from the %s stage-2 encoder", name)
+    _, summary = run_finder(pose_model, [s for s in train.samples if s.labelled], cfg.finder, run_dir, device, d)
+    return summary
+
+
 def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, device: torch.device) -> dict:
     """The final model on the test part (the only place the test part is read): metrics JSON, overlays, model.pt.
 
@@ -307,13 +343,14 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
     """
     from training.overlays import draw_overlays
 
-    name = final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))
-    state = load_checkpoint(run_dir / f"keypoints_{name}.pt")
+    model, mcfg, name = final_pose_model(cfg, run_dir, split)
     LOG.info("evaluate: the %s stage-2 checkpoint", name)
-    mcfg = ModelConfig.from_dict(state["model_config"])
-    model = build_model(mcfg)
-    model.load_state_dict(state["model"])
     model.to(device).eval()
+    finder = None
+    if stage_is_done(run_dir, "finder"):
+        from training.finder import load_finder
+
+        finder = load_finder(run_dir, device)
     wh = (cfg.data.input_size, cfg.data.input_size)
     test_samples = [s for s in test.samples if s.labelled]
     if test_samples:
@@ -329,6 +366,24 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
     else:
         metrics = {}
         LOG.warning("evaluate: the test part has no labelled sample (%s); no test metrics", split.describe)
+    finder_entry = None
+    if finder is not None:
+        from training.finder import group_by_image
+        from training.multi_eval import evaluate_multi
+
+        finder_entry = {
+            "model": finder.state_dict(),
+            "model_config": finder.config.to_dict(),
+            "config": to_dict(cfg.finder.decode),
+            "stride": float(finder.out_stride),
+        }
+        most = max(len(g) for g in group_by_image(list(split.apply(dataset)[0].samples)))
+        if test_samples:
+            multi = evaluate_multi(model, finder, test_samples, dataset.schema, wh, cfg, most, device, run_dir)
+            metrics.update({f"multi_{k}": v for k, v in multi.items() if isinstance(v, (int, float))})
+            metrics.update(
+                {f"multi_{k}": v for k, v in multi.get("tracking", {}).items() if isinstance(v, (int, float))}
+            )
     # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
     DeployCheckpoint(
         model=model.state_dict(),
@@ -339,6 +394,7 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         predict=to_dict(cfg.keypoints.predict),
         versions=versions(),
         split=split.to_dict(),
+        finder=finder_entry,
     ).save(run_dir / CHECKPOINT_NAME)
     return metrics
 
@@ -437,6 +493,17 @@ def run(cfg: FullConfig) -> int:
         else:
             stage_keypoints(cfg, run_dir, dataset, train, val, device, d)
         timings["keypoints_s"] = time.time() - t
+    if "finder" in wanted:
+        from training.finder import group_by_image, wants_finder
+
+        if wants_finder(cfg.finder, group_by_image(list(train.samples))):
+            t = time.time()
+            if stage_is_done(run_dir, "finder"):
+                LOG.info("finder already finished: %s", read_stage_summary(run_dir, "finder"))
+            elif d.is_main:
+                stage_finder(cfg, run_dir, split, train, device, d)
+            barrier(d)
+            timings["finder_s"] = time.time() - t
     if not d.is_main or "evaluate" not in wanted:
         return 0
     metrics = stage_evaluate(cfg, run_dir, dataset, split, test, device)
