@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tardis-installed
 REPORT := $(CURDIR)/build-report
 CPP_OPTIONS ?=
+DLC_VENV ?= .venv-dlc
 
-.PHONY: setup demo test test-slow cpp lint clean-venv bench-kernels test-gpu gpu-check
+.PHONY: setup demo test test-dlc test-slow cpp lint clean-venv bench-kernels test-gpu gpu-check
 
 setup: $(STAMP)
 
@@ -26,15 +27,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m training.full
 
-# pytest, then the C/C++ build + ctest (also after a pytest failure), then one summary of what did not run and why;
-# the exit status is pytest's and ctest's. CPP_OPTIONS: -D options for scripts/build_cpp.sh (CI requires OpenCV).
+# pytest, then tests/dlc in the DeepLabCut venv when $(DLC_VENV) exists (scripts/setup_dlc_env.sh makes it), then the
+# C/C++ build + ctest (each also after a failure before it), then one summary of what did not run and why; the exit
+# status is pytest's, the DeepLabCut tests' and ctest's. CPP_OPTIONS: -D options for scripts/build_cpp.sh (CI
+# requires OpenCV).
 test: $(STAMP)
 	@rm -rf $(REPORT) && mkdir -p $(REPORT)
 	@export TARDIS_REPORT_DIR=$(REPORT); \
 	$(BIN)/python -m pytest -q --junitxml=$(REPORT)/pytest.xml; pytest_status=$$?; \
+	dlc_status=0; \
+	if [ -x $(DLC_VENV)/bin/python ]; then $(MAKE) --no-print-directory test-dlc; dlc_status=$$?; \
+	else echo "tests/dlc: not run ($(DLC_VENV) missing: bash scripts/setup_dlc_env.sh)"; fi; \
 	bash scripts/build_cpp.sh --sanitize $(CPP_OPTIONS); cpp_status=$$?; \
 	$(BIN)/python scripts/test_summary.py $(REPORT) --pytest-exit $$pytest_status --cpp-exit $$cpp_status; \
-	test $$pytest_status = 0 && test $$cpp_status = 0
+	test $$pytest_status = 0 && test $$dlc_status = 0 && test $$cpp_status = 0
+
+# The tests that call DeepLabCut's own code (tests/dlc), in the DeepLabCut venv; the setup is a no-op when it is current.
+test-dlc:
+	DLC_VENV=$(DLC_VENV) bash scripts/setup_dlc_env.sh
+	env -u TARDIS_REPORT_DIR $(DLC_VENV)/bin/python -m pytest -q tests/dlc
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
