@@ -165,3 +165,42 @@ def test_sleap_package_with_embedded_images_is_refused(clip_dir, tmp_path):
     sio.save_slp(labels, str(package), embed="user")
     with pytest.raises(ValueError, match=r"frames embedded as images .*embed=False"):
         load_dataset(package)
+
+
+def test_frame_cache_gives_the_decoded_frames(clip, tmp_path):
+    from tardis_edge.data import read_sample_image
+    from tardis_edge.data.dataset import read_video_frame
+    from tardis_edge.data.frame_cache import cache_video_frames, frame_cache_dir, read_cached_frame
+
+    wanted = [s for s in clip if s.frame_index in (0, 1, 3, 1000)]  # 8 samples in 4 frames; 1000 needs a seek
+    video = wanted[0].video_path
+    assert read_cached_frame(video, 0, tmp_path) is None
+    report = cache_video_frames(wanted, tmp_path)
+    assert (report.videos, report.written, report.already_cached) == (1, 4, 0)
+    folder = frame_cache_dir(video, tmp_path)
+    assert sorted(f.name for f in folder.iterdir()) == ["000000.npy", "000001.npy", "000003.npy", "001000.npy"]
+    for frame in (0, 3, 1000):
+        cached = read_cached_frame(video, frame, tmp_path)
+        assert cached.shape == (1024, 1024, 3) and cached.dtype == np.uint8
+        np.testing.assert_array_equal(cached, read_video_frame(video, frame))
+    assert cache_video_frames(wanted, tmp_path).written == 0
+
+    # read_sample_image takes the cached frame: a marked cache file shows it was read
+    marked = np.full((1024, 1024), 7, np.uint8)
+    np.save(folder / "000001.npy", marked)
+    sample = next(s for s in wanted if s.frame_index == 1)
+    assert (read_sample_image(sample, tmp_path) == 7).all()
+    # a damaged cache file is dropped and the frame decoded from the video again
+    (folder / "000001.npy").write_bytes(b"\x93NUMPY broken")
+    np.testing.assert_array_equal(read_sample_image(sample, tmp_path), read_video_frame(video, 1))
+    assert not (folder / "000001.npy").exists()
+
+
+def test_frame_cache_refuses_frames_past_the_end(clip, tmp_path):
+    from dataclasses import replace
+
+    from tardis_edge.data.frame_cache import cache_video_frames
+
+    past = replace(clip[0], frame_index=1500, sample_id="clip#001500/female")
+    with pytest.raises(ValueError, match=r"frame 1500 of video .*clip.mp4 cannot be read"):
+        cache_video_frames([past], tmp_path)

@@ -428,11 +428,20 @@ def read_video_frame(video_path: str | Path, frame_index: int) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def read_sample_image(sample: Sample) -> np.ndarray:
-    """The ``(H, W, 3)`` uint8 RGB image of a sample (an image file or a video frame)."""
+def read_sample_image(sample: Sample, frame_cache: str | Path | None = None) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 RGB image of a sample (an image file or a video frame).
+
+    A video frame comes from the frame cache when ``tardis_edge.data.frame_cache.cache_video_frames`` has put it
+    there (under ``frame_cache``, default its default root): milliseconds instead of a seek and decode.
+    """
     if sample.image_path is not None:
         return read_image_rgb(sample.image_path)
     if sample.video_path is not None and sample.frame_index is not None:
+        from tardis_edge.data.frame_cache import read_cached_frame
+
+        cached = read_cached_frame(sample.video_path, sample.frame_index, frame_cache)
+        if cached is not None:
+            return cached
         return read_video_frame(sample.video_path, sample.frame_index)
     raise ValueError(f"sample {sample.sample_id} has neither an image_path nor a video_path + frame_index")
 

@@ -134,7 +134,8 @@ def load_sleap(
 
     Returns:
         A ``PoseDataset``: one ``Sample`` per user instance (see the module docstring for ids, order, coordinates).
-        Read a sample's frame with ``tardis_edge.data.read_sample_image``.
+        Read a sample's frame with ``tardis_edge.data.read_sample_image``: milliseconds once
+        ``tardis_edge.data.frame_cache.cache_video_frames(dataset)`` has decoded the labelled frames.
     """
     path = Path(slp_path)
     if not path.is_file():
