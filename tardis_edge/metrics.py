@@ -9,7 +9,8 @@ Conventions:
     * OKS AP/AR: COCO's keypoint evaluation with the schema's per-keypoint sigmas; where the schema has none, a
       uniform sigma of ``DEFAULT_OKS_SIGMA`` (DeepLabCut 3's default) and the result says so. The object area is
       the annotation's ``area``, else the bbox area, else the area of the labelled-keypoint box. The instance
-      score ranking the detections is the mean keypoint score.
+      score ranking the detections is the mean keypoint score clipped to [0, 1] (``tardis_edge.multi.instance_score``,
+      the ``score`` of the runtime's COCO results).
     * PCK@t: a keypoint is correct when its distance to the label is *below* ``t x normaliser`` (strict, as
       mmpose). Normalisers: ``"bbox"``: the longer side of the annotation box (mmpose); ``"keypoint_box_diag"``:
       1.25 x the diagonal of the frame's labelled-keypoint box (the project's convention for DeepLabCut data,
@@ -30,6 +31,7 @@ import numpy as np
 
 from tardis_edge.data.dataset import PoseDataset, image_key
 from tardis_edge.data.sample import KeypointSchema, Sample
+from tardis_edge.multi import instance_score
 
 DEFAULT_OKS_SIGMA = 0.1
 PCK_NORMALIZERS = ("bbox", "keypoint_box_diag")
@@ -125,7 +127,7 @@ def oks_ap(
     """
     labelled = [i for i, s in enumerate(samples) if (s.visible > 0).any()]
     detections = [
-        (image_key(samples[i]), pred_keypoints[i], pred_scores[i], float(np.clip(pred_scores[i], 0, None).mean()))
+        (image_key(samples[i]), pred_keypoints[i], pred_scores[i], float(instance_score(pred_scores[i][None])[0]))
         for i in labelled
     ]
     return coco_keypoint_eval([samples[i] for i in labelled], detections, sigmas)

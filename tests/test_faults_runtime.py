@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 import pytest
 from test_runtime_cli import write_video
-from test_runtime_support import blob_frame, build_artifact
+from test_runtime_support import blob_frame, build_artifact, result_file
 
 from tardis_edge.artifact import METADATA_FILE
 from tardis_edge.errors import EXIT_ENVIRONMENT, EXIT_USER
 from tardis_edge.runtime.cli import main
-from tardis_edge.runtime.writers import read_dlc_predictions
+from tardis_edge.runtime.writers import default_scorer, read_dlc_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -322,7 +322,8 @@ def test_boxes_for_two_inputs(inputs, tmp_path, capsys):
 def test_earlier_results_are_not_replaced_without_overwrite(inputs, capsys):
     before = snapshot(inputs["earlier"])
     code = main(["predict", str(inputs["artifact"]), str(inputs["frames"]), "--out", str(inputs["earlier"]), "-q"])
-    expect_one_line(capsys, code, EXIT_USER, "predict", "frames.csv already exists", "--overwrite")
+    earlier = f"frames{default_scorer(inputs['artifact'])}.csv already exists"
+    expect_one_line(capsys, code, EXIT_USER, "predict", earlier, "--overwrite")
     assert snapshot(inputs["earlier"]) == before
 
 
@@ -350,7 +351,7 @@ def test_interrupt_keeps_the_frames_done(inputs, tmp_path, capsys, monkeypatch):
     expect_one_line(capsys, main(argv), 130, "predict", f"interrupted; the results in {out} hold the 4 frames of clip")
     summary = json.loads((out / "summary.json").read_text())["inputs"][0]
     assert summary["status"] == "interrupted" and summary["frames_processed"] == 4
-    assert len(read_dlc_predictions(out / "clip.h5").index) == 4
+    assert len(read_dlc_predictions(result_file(out, "clip", ".h5")).index) == 4
 
 
 def test_debug_shows_the_traceback(inputs, tmp_path):
@@ -457,10 +458,10 @@ def test_disk_full_stops_cleanly_with_readable_partial_results(inputs, tmp_path)
     summary = json.loads((out / "summary.json").read_text())["inputs"][0]
     assert summary["status"] == "stopped" and summary["ended"].startswith("stopped: ")
     rows = {Path(p).name: n for p, n in summary["rows_in_files"].items()}
-    assert rows["long.csv"] == len(read_dlc_predictions(out / "long.csv").index) > 0
-    assert rows["long.h5"] == len(read_dlc_predictions(out / "long.h5").index) > 0
-    coco = json.loads((out / "long_coco.json").read_text())
-    assert 0 < len(coco) == rows["long_coco.json"] < 700, "the COCO file keeps its last complete flush"
+    csv, h5, coco = (result_file(out, "long", ending) for ending in (".csv", ".h5", "_coco.json"))
+    assert rows[csv.name] == len(read_dlc_predictions(csv).index) > 0
+    assert rows[h5.name] == len(read_dlc_predictions(h5).index) > 0
+    assert 0 < len(json.loads(coco.read_text())) == rows[coco.name] < 700, "the COCO file keeps its last complete flush"
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
 
 

@@ -2,6 +2,7 @@
 run's files, image folders, detector boxes, bench and eval (torch-free)."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_runtime_support import blob_frame, build_artifact
+from test_runtime_support import blob_frame, build_artifact, result_file
 
 from tardis_edge.runtime.cli import main
 from tardis_edge.runtime.writers import DlcResultWriter, read_dlc_predictions
@@ -55,7 +56,7 @@ def test_dlc_files_read_back(tmp_path):
     keypoints = rng.uniform(0, 640, size=(5, 3, 2))
     scores = rng.uniform(0, 1, size=(5, 3)).astype(np.float32)
     keypoints[1, 2] = np.nan  # not found
-    writer = DlcResultWriter(tmp_path, "clip", "tardis-edge_test", ["snout", "leftear", "tailbase"])
+    writer = DlcResultWriter(tmp_path, "clip", "DLC_test", ["snout", "leftear", "tailbase"], values="raw")
     for i in range(5):
         writer.add(i, i, keypoints[i], scores[i]) if i != 3 else writer.add(i, i, None, None)  # 3: bad frame
     writer.flush()
@@ -64,8 +65,8 @@ def test_dlc_files_read_back(tmp_path):
     expected_l = scores.astype(np.float64)
     expected_l[3] = np.nan
     for suffix in ("csv", "h5"):
-        back = read_dlc_predictions(tmp_path / f"clip.{suffix}")
-        assert back.scorer == "tardis-edge_test" and back.bodyparts == ["snout", "leftear", "tailbase"]
+        back = read_dlc_predictions(tmp_path / f"clipDLC_test.{suffix}")
+        assert back.scorer == "DLC_test" and back.bodyparts == ["snout", "leftear", "tailbase"]
         assert back.index == ["0", "1", "2", "3", "4"]
         np.testing.assert_allclose(back.keypoints, expected_xy, rtol=1e-12)
         np.testing.assert_allclose(back.likelihood, expected_l, rtol=1e-6)
@@ -74,18 +75,18 @@ def test_dlc_files_read_back(tmp_path):
     # pd.read_csv(file, header=[0, 1, 2], index_col=0).
     import pandas as pd
 
-    with pd.HDFStore(tmp_path / "clip.h5", mode="r") as store:
+    with pd.HDFStore(tmp_path / "clipDLC_test.h5", mode="r") as store:
         assert store.keys() == ["/df_with_missing"]
-    h5 = pd.read_hdf(tmp_path / "clip.h5")
-    csv = pd.read_csv(tmp_path / "clip.csv", header=[0, 1, 2], index_col=0)
+    h5 = pd.read_hdf(tmp_path / "clipDLC_test.h5")
+    csv = pd.read_csv(tmp_path / "clipDLC_test.csv", header=[0, 1, 2], index_col=0)
     assert list(h5.columns.names) == ["scorer", "bodyparts", "coords"]
     assert list(h5.columns.get_level_values("coords")[:3]) == ["x", "y", "likelihood"]
     np.testing.assert_allclose(h5.to_numpy(), csv.to_numpy(), rtol=1e-12)
-    assert h5.loc[2, ("tardis-edge_test", "leftear", "y")] == pytest.approx(keypoints[2, 1, 1])
+    assert h5.loc[2, ("DLC_test", "leftear", "y")] == pytest.approx(keypoints[2, 1, 1])
 
 
 def test_flushes_wait_for_enough_new_rows(tmp_path):
-    writer = DlcResultWriter(tmp_path, "clip", "s", ["a"])
+    writer = DlcResultWriter(tmp_path, "clip", "DLC_s", ["a"])
     for i in range(3):
         writer.add(i, i, np.zeros((1, 2)), np.ones(1))
     assert writer.flush_due(3) and not writer.flush_due(4)
@@ -116,9 +117,10 @@ def test_corrupt_video_completes_and_reports_bad_frames(tmp_path, artifact, caps
     assert summary["bad_frame_indices"] == [15, 16, 17] and summary["frames_processed"] == 37
     assert summary["status"] == "complete" and summary["lost_frames"] == 0
     assert "bad frames: 3 (15, 16, 17)" in capsys.readouterr().out
-    result = read_dlc_predictions(out / "clip.h5")
-    assert result.index == [str(i) for i in range(40)]  # row i is frame i; bad frames are NaN rows
-    assert np.isnan(result.keypoints[15:18]).all() and np.isnan(result.likelihood[15:18]).all()
+    result = read_dlc_predictions(result_file(out, "clip", ".h5"))
+    assert result.index == [str(i) for i in range(40)]  # row i is frame i
+    # bad frames: likelihood 0 at the last found position (DeepLabCut-compatible values, the default)
+    assert (result.likelihood[15:18] == 0).all() and (result.keypoints[15:18] == result.keypoints[14]).all()
     good = [t for t in range(40) if t not in (15, 16, 17)]
     truth = np.array([_centres(t) for t in good])
     # The refine crop is ~20 px wide, one heatmap pixel ~1.25 image px. Per axis: one heatmap pixel from the decode
@@ -126,7 +128,7 @@ def test_corrupt_video_completes_and_reports_bad_frames(tmp_path, artifact, caps
     # the gap), so 2.5 px; JPEG moves the blob peaks a little too. Measured: 2.19 px at most, 0.27 px on average.
     err = np.abs(result.keypoints[good] - truth)
     assert err.max() < 2.5 and err.mean() < 0.5
-    coco = json.loads((out / "clip_coco.json").read_text())
+    coco = json.loads(result_file(out, "clip", "_coco.json").read_text())
     assert [r["image_id"] for r in coco] == good and len(coco[0]["keypoints"]) == 2 * 3
     overlay = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
     assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 37
@@ -143,7 +145,7 @@ def test_stream_without_frame_count_reports_bad_frames(tmp_path, artifact):
     assert summary["kind"] == "stream" and summary["frames_expected"] is None
     assert summary["bad_frame_indices"] == [10, 11] and summary["frames_processed"] == 28
     assert summary["ended"].startswith("end of stream after frame 29")
-    assert read_dlc_predictions(out / "stream.csv").index == [str(i) for i in range(30)]
+    assert read_dlc_predictions(result_file(out, "stream", ".csv")).index == [str(i) for i in range(30)]
 
 
 def test_truncated_video_reports_the_missing_tail(tmp_path, artifact):
@@ -165,13 +167,16 @@ def test_killed_run_leaves_complete_files(tmp_path, artifact):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     # The first flush writes csv, h5, then coco json: kill once it is done, while later flushes are under way.
-    while not (out / "long_coco.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not list(out.glob("longDLC_*_coco.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.stderr.read()}"
-    csv, h5 = read_dlc_predictions(out / "long.csv"), read_dlc_predictions(out / "long.h5")
-    coco = json.loads((out / "long_coco.json").read_text())
+    csv, h5 = (
+        read_dlc_predictions(result_file(out, "long", ".csv")),
+        read_dlc_predictions(result_file(out, "long", ".h5")),
+    )
+    coco = json.loads(result_file(out, "long", "_coco.json").read_text())
     assert 25 <= len(coco) and len(csv.index) < 500  # at least the first flush, not the whole video
     assert len(csv.index) >= len(h5.index) >= len(coco)  # written in that order, each file whole
     assert csv.index == [str(i) for i in range(len(csv.index))] and np.isfinite(h5.keypoints).all()
@@ -189,10 +194,10 @@ def test_rerun_after_a_kill_keeps_the_earlier_rows(tmp_path, artifact, capsys):
     assert main(["predict", str(artifact), str(video), "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tardis-edge predict: error: ") and "\n" not in err and "Traceback" not in err
-    assert "clip.csv already exists" in err and "--overwrite" in err
+    assert re.search(r"clipDLC_\w+\.csv already exists", err) and "--overwrite" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main(["predict", str(artifact), str(video), "--out", str(out), "--overwrite", "-q"]) == 0
-    assert len(read_dlc_predictions(out / "clip.csv").index) == 12
+    assert len(read_dlc_predictions(result_file(out, "clip", ".csv")).index) == 12
 
 
 def test_image_folder_loose_images_and_detector_boxes(tmp_path, artifact):
@@ -208,7 +213,7 @@ def test_image_folder_loose_images_and_detector_boxes(tmp_path, artifact):
     inputs = {i["input"]: i for i in json.loads((out / "summary.json").read_text())["inputs"]}
     assert inputs["frames"]["bad_frames"] == 1 and inputs["frames"]["frames_processed"] == 3
     assert inputs["images"]["frames_processed"] == 1
-    frames = read_dlc_predictions(out / "frames.csv")
+    frames = read_dlc_predictions(result_file(out, "frames", ".csv"))
     assert frames.index == ["broken.png", "f0.png", "f1.png", "f2.png"]
     np.testing.assert_allclose(frames.keypoints[1:], [_centres(t) for t in range(3)], atol=1.5)
     assert sorted(p.name for p in (out / "frames_overlay").iterdir()) == ["f0.png", "f1.png", "f2.png"]
@@ -219,7 +224,7 @@ def test_image_folder_loose_images_and_detector_boxes(tmp_path, artifact):
     out2 = tmp_path / "out2"
     assert main(["predict", str(artifact), str(folder), "--out", str(out2), "--boxes", str(boxes), "-q"]) == 0
     assert json.loads((out2 / "summary.json").read_text())["inputs"][0]["boxes_from_file"] == 1
-    with_boxes = read_dlc_predictions(out2 / "frames.csv")
+    with_boxes = read_dlc_predictions(result_file(out2, "frames", ".csv"))
     assert with_boxes.likelihood[2].max() < 0.2  # f1.png, cropped where the animal is not
     np.testing.assert_allclose(with_boxes.keypoints[[1, 3]], frames.keypoints[[1, 3]])
 

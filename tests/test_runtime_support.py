@@ -162,3 +162,11 @@ def build_artifact(
     meta.models = models
     atomic_write_text(folder / METADATA_FILE, meta.to_json())
     return folder
+
+
+def result_file(out: Path, stem: str, ending: str) -> Path:
+    """The one ``tardis-edge predict`` result of source ``stem`` in ``out`` named ``<stem>DLC_<scorer><ending>``
+    (``.h5``, ``.csv``, ``_meta.pickle``, ``_coco.json``), whatever the scorer."""
+    found = sorted(out.glob(f"{stem}DLC_*{ending}"))
+    assert len(found) == 1, f"expected one {stem}DLC_*{ending} in {out}, found {[p.name for p in found]}"
+    return found[0]

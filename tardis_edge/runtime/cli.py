@@ -29,7 +29,16 @@ from tardis_edge.runtime.backends import Backend
 from tardis_edge.runtime.boxes import read_boxes_csv
 from tardis_edge.runtime.runner import DECODES, Runner, open_runner
 from tardis_edge.runtime.video import Frame, FrameSource, ThreadedReader, open_sources
-from tardis_edge.runtime.writers import DlcResultWriter, OverlayVideo, draw_pose, write_overlay_image
+from tardis_edge.runtime.writers import (
+    VALUES,
+    CocoGroundTruth,
+    DlcResultWriter,
+    OverlayVideo,
+    check_scorer,
+    default_scorer,
+    draw_pose,
+    write_overlay_image,
+)
 
 LOG = logging.getLogger("tardis_edge.runtime")
 SUMMARY_FILE = "summary.json"
@@ -98,15 +107,36 @@ def _open(args: argparse.Namespace, precision: str | None = None, backend: str |
 class _SourceRun:
     """Runs one source through the runner into its writers, in batches, keeping rows in frame order."""
 
-    def __init__(self, runner: Runner, source: FrameSource, args: argparse.Namespace, scorer: str, boxes: dict | None):
+    def __init__(
+        self,
+        runner: Runner,
+        source: FrameSource,
+        args: argparse.Namespace,
+        scorer: str,
+        boxes: dict | None,
+        coco_gt: CocoGroundTruth | None = None,
+        model: dict | None = None,
+    ):
         self.runner = runner
         self.source = source
         self.args = args
         self.boxes = boxes
+        self.coco_gt = coco_gt
         self.out = Path(args.out)
         self.video = source.kind != "images"
         self.follower = runner.new_follower() if self.video else None
-        self.writer = DlcResultWriter(self.out, source.name, scorer, runner.metadata.keypoint_names)
+        self.writer = DlcResultWriter(
+            self.out,
+            source.name,
+            scorer,
+            runner.metadata.keypoint_names,
+            values=args.values,
+            fps=source.fps,
+            batch_size=args.batch_size,
+            model=model,
+            category_id=coco_gt.category_id if coco_gt is not None else 1,
+        )
+        self.not_in_coco_gt: list[str] = []  # images --coco-gt does not have (no COCO entry)
         self.overlay = (
             OverlayVideo(self.out / f"{source.name}_overlay.mp4", source.fps) if args.overlay and self.video else None
         )
@@ -138,7 +168,9 @@ class _SourceRun:
             result = self.runner(images, boxes=user, color="BGR")
         skeleton = self.runner.metadata.skeleton
         for frame, kps, scores, box in zip(batch, result.keypoints, result.scores, result.boxes, strict=True):
-            self.writer.add(frame.index if self.video else frame.name, frame.index, kps, scores)
+            assert frame.image is not None
+            size = (frame.image.shape[1], frame.image.shape[0])
+            self.writer.add(self._label(frame), self._image_id(frame), kps, scores, image_wh=size)
             if self.args.overlay and frame.image is not None:
                 drawn = draw_pose(frame.image, kps, scores, skeleton, self.runner.follow.min_score, box.as_xywh())
                 if self.overlay is not None:
@@ -148,6 +180,22 @@ class _SourceRun:
                         self.out / f"{self.source.name}_overlay" / f"{Path(frame.name).stem}.png", drawn
                     )
         self._count(len(batch))
+
+    def _label(self, frame: Frame) -> int | str:
+        """The frame's row label in the DeepLabCut files: its number (video) or its file name (images)."""
+        return frame.index if self.video else frame.name
+
+    def _image_id(self, frame: Frame) -> int | None:
+        """The frame's COCO ``image_id``: the ground truth's id of its file (``--coco-gt``), else its number."""
+        if self.coco_gt is None:
+            return frame.index
+        from tardis_edge.runtime.video import ImageSource
+
+        assert isinstance(self.source, ImageSource), "--coco-gt is refused for videos before the run starts"
+        image_id = self.coco_gt.image_id(self.source.paths[frame.index])
+        if image_id is None:
+            self.not_in_coco_gt.append(frame.name)
+        return image_id
 
     def _count(self, n: int) -> None:
         self.frames_done += n
@@ -175,7 +223,7 @@ class _SourceRun:
                     if frame.image is None:
                         self._infer(batch)  # keep rows in frame order
                         batch = []
-                        self.writer.add(frame.index if self.video else frame.name, frame.index, None, None)
+                        self.writer.add(self._label(frame), None, None, None)
                         self._count(1)
                     else:
                         batch.append(frame)
@@ -236,6 +284,7 @@ class _SourceRun:
             "boxes_not_used": sorted(map(str, set(self.boxes) - self.boxes_used))[:MAX_LISTED_BAD_FRAMES]
             if self.boxes is not None
             else [],
+            "images_not_in_coco_gt": self.not_in_coco_gt[:MAX_LISTED_BAD_FRAMES],
             "seconds": round(seconds, 3),
             "fps": round(self.frames_done / seconds, 2) if seconds > 0 else None,
             "outputs": outputs,
@@ -295,11 +344,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; pass a folder for the results")
-    scorer = args.scorer or f"tardis-edge_{Path(args.artifact).resolve().name}"
+    scorer = check_scorer(args.scorer) if args.scorer else default_scorer(args.artifact)
+    coco_gt = None
+    if args.coco_gt:
+        videos = [s for s in sources if s.kind != "images"]
+        if videos:
+            raise ValueError(
+                f"--coco-gt matches image files by name, and {videos[0].name} is a {videos[0].kind}; pass image files "
+                "or folders with --coco-gt, or run videos without it (image_id = frame number)"
+            )
     if not args.overwrite:
         refuse_existing_results(out, sources, scorer, args.overlay)
     out.mkdir(parents=True, exist_ok=True)
     with _open(args) as runner:
+        if args.coco_gt:
+            coco_gt = CocoGroundTruth.read(args.coco_gt, runner.metadata.keypoint_names)
+        model = {
+            "artifact": str(Path(args.artifact).resolve()),
+            "backend": runner.backend.name,
+            "precision": args.precision,
+            "decode": f"{args.decode}:{runner.decode_method}",
+            "refine": runner.refine,
+            "keypoint_names": list(runner.metadata.keypoint_names),
+            "versions": dict(runner.metadata.versions),
+        }
         summary: dict = {
             "artifact": str(args.artifact),
             "backend": runner.backend.name,
@@ -307,10 +375,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "decode": f"{args.decode}:{runner.decode_method}",
             "refine": runner.refine,
             "scorer": scorer,
+            "values": args.values,
+            "coco_gt": str(args.coco_gt) if args.coco_gt else None,
             "inputs": [],
         }
         for source in sources:
-            job = _SourceRun(runner, source, args, scorer, boxes)
+            job = _SourceRun(runner, source, args, scorer, boxes, coco_gt, model)
             try:
                 job.run()
             except BaseException as exc:
@@ -342,6 +412,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         if item["boxes_not_used"]:
             print(f"{item['input']}: --boxes rows for frames never reached: {', '.join(item['boxes_not_used'][:20])}")
+        if item["images_not_in_coco_gt"]:
+            missing = item["images_not_in_coco_gt"]
+            print(f"{item['input']}: {len(missing)} images not in --coco-gt, left out of the COCO results: "
+                  f"{', '.join(missing[:20])}" + (" …" if len(missing) > 20 else ""))  # fmt: skip
     print(f"results in {out} ({SUMMARY_FILE})")
     return 0
 
@@ -381,7 +455,9 @@ def bench_runner(runner: Runner, batch_sizes: Sequence[int], warmup: int, iterat
         crops = rng.uniform(0, 255, size=(b, 3, h_in, w_in)).astype(np.float32)
         frames = [rng.integers(0, 256, size=(frame_wh[1], frame_wh[0], 3), dtype=np.uint8) for _ in range(b)]
         model = _time(lambda crops=crops: runner.infer_crops(crops), warmup, iterations)
-        pipeline = _time(lambda frames=frames: runner(frames), max(1, warmup // 2), max(3, iterations // 2))
+        pipeline = _time(
+            lambda frames=frames: runner(frames, color="RGB"), max(1, warmup // 2), max(3, iterations // 2)
+        )
         rows.append(
             {
                 "batch_size": b,
@@ -542,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_runner_options(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder, video file, camera index or URL")
-    p.add_argument("--out", required=True, help="output folder (DeepLabCut CSV/H5, COCO results JSON, summary)")
+    p.add_argument(
+        "--out", required=True, help="output folder (DeepLabCut H5/CSV/meta pickle, COCO results JSON, summary)"
+    )
     p.add_argument("--overlay", action="store_true", help="also write the skeleton drawn on each frame")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out (refused otherwise)")
     p.add_argument("--boxes", help="CSV frame,x,y,w,h with your detector's boxes (one input only)")
@@ -553,7 +631,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=500,
         help="rewrite the result files after N more frames (spaced out on long runs to keep it under 10%% of the time)",
     )
-    p.add_argument("--scorer", help="DeepLabCut scorer name (default tardis-edge_<artifact folder>)")
+    p.add_argument(
+        "--scorer",
+        help="DeepLabCut scorer: files are <video><scorer>.h5 etc.; name a DeepLabCut shuffle's scorer (e.g. "
+        "DLC_Resnet50_openfieldOct30shuffle1_snapshot_200) for project-level DeepLabCut functions (default "
+        "DLC_<artifact folder name>, what create_labeled_video(..., init_weights=ARTIFACT) looks for)",
+    )
+    p.add_argument(
+        "--values",
+        default="deeplabcut",
+        choices=VALUES,
+        help="deeplabcut: finite x, y and likelihood in [0, 1] (a keypoint not found: likelihood 0 at its last found "
+        "position); raw: NaN where not found and the unclipped score",
+    )
+    p.add_argument(
+        "--coco-gt",
+        help="COCO ground-truth JSON: the COCO results take its image ids (matched by file name) and category",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
