@@ -6,7 +6,9 @@ read it from there. Nothing here looks at a path to decide a split.
 
 Rules that hold for every method:
     * all samples of one image (COCO files with several animals per image) land in the same part;
-    * the parts are disjoint and every sample is in exactly one of them;
+    * the parts are disjoint; every sample is in one of them, except under an explicit ``train`` selection
+      (``names`` / ``ranges`` / ``folders``), which leaves the images in no part unused (``Split.unused``, counted
+      in ``describe``);
     * the validation part may be empty: then training has no checkpoint selection and no periodic evaluation;
     * the test part is read only by the final evaluation.
 
@@ -15,9 +17,11 @@ Methods (``SplitConfig.method``):
                   the rest test. File order keeps neighbouring video frames together, so a test frame is not the
                   training frame next to it.
     ``names``     ``test`` / ``val`` list sample ids, file names or glob patterns (``img009[5-9].png``); the rest
-                  trains.
-    ``ranges``    ``test`` / ``val`` list ``start:stop`` index ranges over the images in file order (Python slice
-                  rules, stop exclusive).
+                  trains (or only the images ``train`` lists, with the same method, when it is given).
+    ``ranges``    ``test`` / ``val`` (and ``train``) list ``start:stop`` or ``start:stop:step`` index ranges over the
+                  images in file order (Python slice rules, stop exclusive). SLEAP files list their frames in video
+                  order, so the flies clip's fixed split is ``train: ["0:1000:4"]`` (every 4th of frames 0-999),
+                  ``test: ["1000:1500"]``.
     ``folders``   ``test`` / ``val`` list labelled folders or videos (``labeled-data/m4s2``, ``m4s2``, ``arena.mp4``)
                   held out whole.
     ``file``      ``file`` is a JSON or YAML file ``{"train": [...], "val": [...], "test": [...]}`` of sample ids,
@@ -54,37 +58,45 @@ class SplitConfig:
     val_fraction: float = 0.0  # fraction: share of images that validate (0: no validation part)
     test: list[str] = field(default_factory=list)  # names / ranges / folders held out for the final test
     val: list[str] = field(default_factory=list)  # names / ranges / folders held out for validation
+    train: list[str] = field(default_factory=list)  # names / ranges / folders that train; [] = every other image
     file: str | None = None  # method=file: JSON/YAML with train/val/test sample-id lists
 
 
 @dataclass
 class Split:
-    """Sample ids of each part, and how they were chosen (``describe`` is written into ``split.json``)."""
+    """Sample ids of each part, and how they were chosen (``describe`` is written into ``split.json``).
+
+    ``unused``: samples deliberately in no part (a ``train`` selection that leaves images out); empty otherwise.
+    """
 
     train: list[str]
     val: list[str]
     test: list[str]
     describe: str = ""
+    unused: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": SPLIT_FORMAT,
             "describe": self.describe,
             "train": self.train,
             "val": self.val,
             "test": self.test,
         }
+        if self.unused:
+            data["unused"] = self.unused
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "split") -> Split:
         """A split from ``to_dict`` output (or a user's ``{"train", "val", "test"}`` mapping)."""
         if not isinstance(data, dict):
             raise SplitError(f"{origin}: expected a mapping with train/val/test lists, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"format", "describe", *PARTS})
+        unknown = sorted(set(data) - {"format", "describe", "unused", *PARTS})
         if unknown:
             raise SplitError(f"{origin}: unknown key(s) {unknown}; a split has train, val and test lists of sample ids")
         parts = {}
-        for part in PARTS:
+        for part in (*PARTS, "unused"):
             ids = data.get(part) or []
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise SplitError(f"{origin}: {part!r} must be a list of sample-id strings")
@@ -176,11 +188,18 @@ def _select(
     for pattern in patterns:
         hit: set[str] = set()
         if method == "ranges":
+            fields = str(pattern).split(":")
             try:
-                start_s, stop_s = str(pattern).split(":")
-                hit = set(images[slice(int(start_s) if start_s else None, int(stop_s) if stop_s else None)])
+                if len(fields) not in (2, 3):
+                    raise ValueError
+                start, stop, step = (int(f) if f.strip() else None for f in (*fields, "")[:3])
             except ValueError:
-                raise SplitError(f"{option}: {pattern!r} is not a start:stop range (e.g. 95:116)") from None
+                raise SplitError(
+                    f"{option}: {pattern!r} is not a start:stop or start:stop:step range (e.g. 95:116, 0:1000:4)"
+                ) from None
+            if step is not None and step < 1:
+                raise SplitError(f"{option}: {pattern!r} has step {step}; the step of a range must be 1 or more")
+            hit = set(images[slice(start, stop, step)])
         else:
             for key in images:
                 for sid in members[key]:
@@ -207,6 +226,11 @@ def resolve_split(dataset: PoseDataset, cfg: SplitConfig) -> Split:
     """
     if cfg.method not in METHODS:
         raise SplitError(f"--data.split.method={cfg.method!r} is unknown; use one of {', '.join(METHODS)}")
+    if cfg.train and cfg.method in ("fraction", "file"):
+        raise SplitError(
+            f"--data.split.train={list(cfg.train)} selects training images for the names, ranges and folders methods, "
+            f"not for method={cfg.method}; drop it or change the method"
+        )
     images, members = _images(dataset)
     n = len(images)
     if n == 0:
@@ -262,6 +286,21 @@ def resolve_split(dataset: PoseDataset, cfg: SplitConfig) -> Split:
     both = test_keys & val_keys
     if both:
         raise SplitError(f"--data.split.test and --data.split.val both hold {sorted(both)[0]!r}; a part each, please")
+    if cfg.train:
+        chosen = _select(dataset, images, members, cfg.method, cfg.train, "--data.split.train")
+        for other, keys in (("test", test_keys), ("val", val_keys)):
+            if chosen & keys:
+                raise SplitError(
+                    f"--data.split.train and --data.split.{other} both hold {sorted(chosen & keys)[0]!r}; an image "
+                    "can be in one part only"
+                )
+        train_keys = [k for k in images if k in chosen]
+        unused_keys = [k for k in images if k not in chosen and k not in test_keys and k not in val_keys]
+        describe = (
+            f"{cfg.method}: train {list(cfg.train)} ({len(train_keys)} images), test {list(cfg.test)}, val "
+            f"{list(cfg.val)}; {len(unused_keys)} images in no part (unused)"
+        )
+        return Split(ids(train_keys), ids(val_keys), ids(test_keys), describe, ids(unused_keys))
     train_keys = [k for k in images if k not in test_keys and k not in val_keys]
     if not train_keys:
         raise SplitError(
@@ -274,7 +313,7 @@ def resolve_split(dataset: PoseDataset, cfg: SplitConfig) -> Split:
 def _check_complete(dataset: PoseDataset, split: Split, option: str) -> None:
     """A split file must place every sample exactly once."""
     seen: dict[str, str] = {}
-    for part in PARTS:
+    for part in (*PARTS, "unused"):
         for sid in getattr(split, part):
             if sid in seen:
                 raise SplitError(f"{option}: sample {sid!r} is in both {seen[sid]} and {part}")
@@ -289,7 +328,7 @@ def _check_complete(dataset: PoseDataset, split: Split, option: str) -> None:
     if absent:
         raise SplitError(
             f"{option}: {len(absent)} sample(s) of {dataset.summary.source} are in no part "
-            f"(first: {absent[0]!r}); list every sample in train, val or test"
+            f"(first: {absent[0]!r}); list every sample in train, val, test or unused"
         )
     if not split.train:
         raise SplitError(f"{option}: the train part is empty")

@@ -204,3 +204,32 @@ def test_frame_cache_refuses_frames_past_the_end(clip, tmp_path):
     past = replace(clip[0], frame_index=1500, sample_id="clip#001500/female")
     with pytest.raises(ValueError, match=r"frame 1500 of video .*clip.mp4 cannot be read"):
         cache_video_frames([past], tmp_path)
+
+
+def test_issue_split_of_the_clip_by_frame_ranges(clip, tmp_path):
+    from tardis_edge.splits import Split, SplitConfig, SplitError, resolve_split
+
+    config = SplitConfig(method="ranges", train=["0:1000:4"], test=["1000:1500"])
+    split = resolve_split(clip, config)
+    assert split.sizes() == {"train": 500, "val": 0, "test": 1000}  # 250 and 500 frames, two flies each
+    assert len(split.unused) == 1500 and "750 images in no part (unused)" in split.describe
+    frame = {s.sample_id: s.frame_index for s in clip}
+    assert sorted({frame[i] for i in split.train}) == list(range(0, 1000, 4))
+    assert sorted({frame[i] for i in split.test}) == list(range(1000, 1500))
+    assert {frame[i] for i in split.unused} == set(range(1000)) - set(range(0, 1000, 4))
+    train, val, test = split.apply(clip)
+    assert train.summary.max_animals_per_image == 2 and test.summary.identities == {"female": 500, "male": 500}
+
+    split.write(tmp_path / "split.json")  # the recorded split, unused frames included, reads back whole
+    again = resolve_split(clip, SplitConfig(method="file", file=str(tmp_path / "split.json")))
+    assert (again.train, again.test, again.unused) == (split.train, split.test, split.unused)
+    assert Split.read(tmp_path / "split.json").unused == split.unused
+
+    with pytest.raises(SplitError, match=r"'0:1000:0' has step 0"):
+        resolve_split(clip, SplitConfig(method="ranges", train=["0:1000:0"], test=["1000:1500"]))
+    with pytest.raises(SplitError, match=r"not a start:stop or start:stop:step range"):
+        resolve_split(clip, SplitConfig(method="ranges", test=["1000:1500:2:1"]))
+    with pytest.raises(SplitError, match=r"--data.split.train and --data.split.test both hold"):
+        resolve_split(clip, SplitConfig(method="ranges", train=["0:1200"], test=["1000:1500"]))
+    with pytest.raises(SplitError, match=r"not for method=fraction"):
+        resolve_split(clip, SplitConfig(train=["0:10"]))
