@@ -213,13 +213,19 @@ def _export(args: argparse.Namespace, argv: list[str] | None, run: Path, out: Pa
             log.info("verifying %s against PyTorch on held-out data ...", ", ".join(paths))
             report = verify(
                 source,
-                paths,
+                {k: p for k, p in paths.items() if not k.startswith("finder_")},  # the finder: verify_finder
                 thresholds,
                 data_path=args.data,
                 threads=args.threads,
                 latency_repeats=args.latency_repeats,
                 metadata=metadata,
             )
+            if metadata.finder is not None:
+                from export.finder import verify_finder
+
+                log.info("verifying the animal finder's graphs against PyTorch ...")
+                report["finder"] = verify_finder(source, stage, metadata.finder["models"])
+                report["failures"] += [r["failure"] for r in report["finder"]["graphs"].values() if r["failure"]]
             report["measured"] = measurement(["tardis-export", *(sys.argv[1:] if argv is None else argv)])
             write_report(report, stage)
     except BaseException as exc:

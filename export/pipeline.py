@@ -192,6 +192,12 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         entry["outputs"] = [OUTPUT_HEATMAPS] if heatmaps_only else keypoint_outputs
         entry["opset"] = options.opset
 
+    finder_graphs: dict[str, Any] = {}
+    finder_entries: dict[str, dict[str, Any]] = {}
+    if getattr(source, "finder", None) is not None:
+        from export.finder import export_finder_graphs
+
+        finder_graphs, finder_entries = export_finder_graphs(source, options)
     config = source.model.config
     metadata = ArtifactMetadata(
         keypoint_names=list(source.schema.names),
@@ -208,6 +214,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         softargmax_beta=beta,
         models=entries,
         versions=export_versions(source),
+        finder=_finder_section(source, finder_entries) if finder_graphs else None,
     )
     metadata_json = metadata.to_json()  # embedded in every graph: without the files' sizes and hashes
     paths: dict[str, Path] = {}
@@ -218,6 +225,14 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         paths[key] = save_graph(graph, out / entries[key]["file"])
         entries[key].update(file_fingerprint(paths[key]))  # the runtime opens only this exact file
         LOG.info("wrote %s", paths[key])
+    for key, graph in finder_graphs.items():
+        name = finder_entries[key]["file"]
+        tidy_opset_imports(graph)
+        set_metadata(graph, metadata_json, f"finder_{key}")
+        check_graph(graph, name)
+        paths[f"finder_{key}"] = save_graph(graph, out / name)
+        finder_entries[key].update(file_fingerprint(paths[f"finder_{key}"]))
+        LOG.info("wrote %s", paths[f"finder_{key}"])
     if source.split is not None:  # the run's train/val/test sample ids: `tardis-edge eval --split test` reads them
         from tardis_edge.splits import SPLIT_FILE, Split
 
@@ -225,8 +240,22 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
     # last: its presence means a complete artifact
     atomic_write_text(out / METADATA_FILE, metadata.to_json() + "\n")
 
-    _tensorrt(source, options, {k: p for k, p in paths.items() if k not in TENSORRT_SKIPS}, graphs, entries)
+    pose_paths = {k: p for k, p in paths.items() if k not in TENSORRT_SKIPS and not k.startswith("finder_")}
+    _tensorrt(source, options, pose_paths, graphs, entries)
+    for key in finder_graphs:
+        if key not in TENSORRT_SKIPS:
+            side = int(source.finder_config.input_size)
+            write_trtexec_script(paths[f"finder_{key}"], f"finder_{key}", (3, side, side), options.trt_batch, {
+                "artifact": METADATA_FILE, "precision": f"finder_{key}", "onnx": paths[f"finder_{key}"].name,
+                "onnx_sha256": finder_entries[key]["sha256"], **_io_description(finder_graphs[key]),
+            })  # fmt: skip
     return metadata, paths
+
+
+def _finder_section(source: Any, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from export.finder import finder_metadata
+
+    return finder_metadata(source, entries)
 
 
 def _tensorrt(

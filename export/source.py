@@ -42,6 +42,9 @@ class ExportSource:
     versions: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] | None = None  # the run's train/val/test sample ids (``tardis_edge.splits.Split``)
+    finder: Any = None  # multi-animal runs: the animal finder (``PoseModel``, eval mode), else None
+    finder_config: Any = None  # its ``tardis_edge.finder.FinderConfig``
+    finder_stride: float | None = None
 
     @property
     def stride(self) -> float:
@@ -102,8 +105,27 @@ def load_source(run_or_checkpoint: str | Path) -> ExportSource:
 
         if (run_dir / SPLIT_FILE).is_file():
             split = Split.read(run_dir / SPLIT_FILE).to_dict()
+    finder, finder_config, finder_stride = None, None, None
+    if checkpoint.finder is not None:
+        from tardis_edge.finder import FinderConfig
+
+        finder = checkpoint.build_finder(source)
+        finder_config = from_dict(FinderConfig, checkpoint.finder["config"])
+        finder_stride = float(checkpoint.finder["stride"])
     return ExportSource(
-        ckpt_path, run_dir, model, schema, input_wh, heatmap_wh, predict, checkpoint.versions, data, split
+        ckpt_path,
+        run_dir,
+        model,
+        schema,
+        input_wh,
+        heatmap_wh,
+        predict,
+        checkpoint.versions,
+        data,
+        split,
+        finder,
+        finder_config,
+        finder_stride,
     )
 
 

@@ -11,6 +11,8 @@ An artifact is a folder written by ``tardis-export``::
     tardis_int8_qdq.onnx          # optional, INT8 body for TensorRT (symmetric Q/DQ, int8 weights); both INT8
                                   # graphs keep the last head conv + decode FP32; precision "int8" opens the one
                                   # made for the backend
+    tardis_finder_<precision>.onnx  # multi-animal models: the whole-frame animal finder (``tardis_edge.finder``), one
+                                  # graph per precision, listed under model.json's ``finder``
     trtexec_<precision>.sh        # the exact trtexec command that builds each engine on the target
     verification.json / .md       # parity report against PyTorch
 
@@ -19,6 +21,12 @@ ONNX I/O (every precision): input ``image`` float32 ``(N, 3, H_in, W_in)``, RGB,
 ``(x, y)`` in crop input pixels (pixel-centre convention of ``tardis_edge.geometry``) and ``scores``
 float32 ``(N, K)`` (score <= 0: not found); the heatmap graph outputs ``heatmaps`` float32
 ``(N, K, H_hm, W_hm)``.
+
+Finder graphs (``finder`` in ``model.json``: ``input_size`` S, ``stride``, the decode fields of
+``tardis_edge.finder.FinderConfig``, and ``models``: precision -> ``{"file", "precision", "bytes", "sha256"}``): input
+``image`` float32 ``(N, 3, S, S)`` RGB 0..255, the whole frame letterboxed (``geometry.box_from_image``, aspect kept);
+output ``heatmaps`` float32 ``(N, 3, S/stride, S/stride)``: the animal-centre heatmap and the box width and height as
+fractions of S.
 
 ONNX ``metadata_props`` of every file: ``tardis_edge.artifact`` = this metadata's JSON (as ``model.json``, less the
 files' ``bytes`` and ``sha256``, which a file cannot hold of itself) and ``tardis_edge.model`` = the key of ``models``
@@ -74,6 +82,7 @@ class ArtifactMetadata:
     softargmax_beta: float | None = None
     models: dict[str, dict] = field(default_factory=dict)  # precision -> {"file", "outputs", ...}
     versions: dict[str, str] = field(default_factory=dict)
+    finder: dict | None = None  # multi-animal models: the animal finder (see the module docstring)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -125,12 +134,16 @@ class ArtifactMetadata:
 
     def without_fingerprints(self) -> ArtifactMetadata:
         """A copy whose ``models`` entries lack ``bytes``/``sha256`` (what every ONNX file embeds of itself)."""
-        models = {k: {f: v for f, v in e.items() if f not in FINGERPRINT_KEYS} for k, e in self.models.items()}
-        return replace(self, models=models)
+        def strip(entries: dict) -> dict:
+            return {k: {f: v for f, v in e.items() if f not in FINGERPRINT_KEYS} for k, e in entries.items()}
+
+        finder = None if self.finder is None else {**self.finder, "models": strip(self.finder.get("models", {}))}
+        return replace(self, models=strip(self.models), finder=finder)
 
     def entry_for_file(self, name: str) -> dict | None:
         """The ``models`` entry whose ``file`` is ``name`` (None: ``model.json`` does not list it)."""
-        return next((e for e in self.models.values() if isinstance(e, dict) and e.get("file") == name), None)
+        entries = list(self.models.values()) + list((self.finder or {}).get("models", {}).values())
+        return next((e for e in entries if isinstance(e, dict) and e.get("file") == name), None)
 
 
 def file_fingerprint(path: str | Path) -> dict[str, int | str]:

@@ -90,8 +90,7 @@ class FinderDataset(Dataset):
 
         self.images, self.cfg, self.stride, self.epoch = images, cfg, stride, epoch
         self.side = cfg.decode.input_size
-        self._read = read_sample_image
-        self._cache: dict[int, np.ndarray] = {}
+        self._read = read_sample_image  # video frames: from the frame cache (tardis_edge.data.frame_cache)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -100,9 +99,7 @@ class FinderDataset(Dataset):
         return len(self.images)
 
     def image(self, index: int) -> np.ndarray:
-        if index not in self._cache:
-            self._cache[index] = self._read(self.images[index][0])
-        return self._cache[index]
+        return self._read(self.images[index][0])
 
     def __getitem__(self, index: int) -> dict:
         cfg = self.cfg

@@ -204,6 +204,11 @@ def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
         data_path = Path(cfg.data.path)
     dataset = load_dataset(data_path)
     LOG.info("%s", dataset.summary)
+    if write and any(s.image_path is None and s.video_path is not None for s in dataset.samples):
+        from tardis_edge.data.frame_cache import cache_video_frames
+
+        report = cache_video_frames(dataset.samples)  # labels on video frames (SLEAP): decode each frame once
+        LOG.info("frame cache: %s", report)
     split = resolve_split(dataset, cfg.data.split)
     split_path = run_dir / SPLIT_FILE
     if split_path.exists():

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from tardis_edge import geometry
 from tardis_edge.codec import encode_gaussian_targets, flip_indices_from_pairs
-from tardis_edge.data.dataset import PoseDataset, read_image_rgb, read_sample_image
+from tardis_edge.data.dataset import PoseDataset, image_key, read_image_rgb, read_sample_image
 from tardis_edge.data.sample import KeypointSchema, Sample
 
 __all__ = ["BOX_SOURCES", "CropConfig", "CropParams", "TopDownDataset", "read_image_rgb", "sample_box"]
@@ -221,7 +221,7 @@ class TopDownDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.cache_images = cache_images
-        self._images: dict[int, np.ndarray] = {}
+        self._images: dict[str, np.ndarray] = {}  # image_key -> decoded image
         self._flip_indices = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)
         bad_k = [s.sample_id for s in samples if s.keypoints_xy.shape != (schema.num_keypoints, 2)]
         if bad_k:
@@ -247,13 +247,15 @@ class TopDownDataset(Dataset):
         self.epoch = int(epoch)
 
     def image(self, index: int) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 RGB image of sample ``index`` (cached when ``cache_images``)."""
-        cached = self._images.get(index)
+        """The ``(H, W, 3)`` uint8 RGB image of sample ``index`` (cached when ``cache_images``, once per image: the
+        animals of one frame share it)."""
+        key = image_key(self.samples[index])
+        cached = self._images.get(key)
         if cached is not None:
             return cached
         image = read_sample_image(self.samples[index])
         if self.cache_images:
-            self._images[index] = image
+            self._images[key] = image
         return image
 
     def crop_params(self, index: int) -> CropParams:
