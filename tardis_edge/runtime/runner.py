@@ -121,6 +121,11 @@ def check_graph_matches(path: Path, input_shape: Sequence, output_shapes: dict[s
 class Runner:
     """Top-down pose estimation on frames through one backend.
 
+    Colour order: ``__call__`` and ``track`` take RGB frames by default (the order the artifact's graph and the data
+    loaders use); frames from OpenCV (``cv2.imread``, ``cv2.VideoCapture``) are BGR, so pass ``color="BGR"`` for
+    them: on every call, say which. ``DLCLive`` (``tardis_edge.runtime.dlclive``) defaults to BGR, as DLC-live does,
+    and ``tardis-edge predict`` passes BGR (it reads with OpenCV).
+
     Args:
         backend: an ``InferenceBackend`` (see ``open_runner``).
         metadata: the artifact's metadata (input size, heatmap size, keypoints, decode).
@@ -193,6 +198,11 @@ class Runner:
         )
         self._flip_perm = decode_np.flip_indices_from_pairs(self.num_keypoints, metadata.flip_pairs)
 
+    @property
+    def flip_indices(self) -> list[int]:
+        """The left/right channel permutation of the artifact's keypoints (flip test on heatmaps)."""
+        return list(self._flip_perm)
+
     # ------------------------------------------------------------------ inference on crops
     def run_crops(self, images: np.ndarray, input_to_image: np.ndarray) -> CropPrediction:
         """The crop runner of ``tardis_edge.predict``: the backend's keypoints (crop input pixels; the graph
@@ -262,7 +272,8 @@ class Runner:
             frames: one ``(H, W, 3)`` uint8 frame, an ``(N, H, W, 3)`` batch, or a sequence of frames.
             boxes: None (detector-free), ``(N, 4)`` detector boxes ``(x, y, w, h)`` in image pixels, or one
                 ``CropBox`` (or None: whole frame) per frame.
-            color: channel order of ``frames``: ``"RGB"`` or ``"BGR"`` (OpenCV).
+            color: channel order of ``frames``: ``"RGB"`` (default) or ``"BGR"`` (OpenCV's order: pass it for frames
+                from ``cv2.imread`` / ``cv2.VideoCapture``).
         """
         rgb = as_frame_list(frames, color)
         return self._two_pass(rgb, self._initial_boxes(rgb, boxes))
@@ -289,7 +300,7 @@ class Runner:
             frames: consecutive frames (see ``__call__``).
             follower: the video's ``BoxFollower`` (its state carries over between calls).
             boxes: optional detector boxes per frame (None entries: follow).
-            color: ``"RGB"`` or ``"BGR"``.
+            color: ``"RGB"`` (default) or ``"BGR"`` (OpenCV's order).
             frame_numbers: the frames' numbers in the video, so the motion model counts frames skipped in between
                 (unreadable ones); default: consecutive.
         """
