@@ -233,3 +233,139 @@ def test_issue_split_of_the_clip_by_frame_ranges(clip, tmp_path):
         resolve_split(clip, SplitConfig(method="ranges", train=["0:1200"], test=["1000:1500"]))
     with pytest.raises(SplitError, match=r"not for method=fraction"):
         resolve_split(clip, SplitConfig(train=["0:10"]))
+
+
+# --- DeepLabCut multi-animal: a synthetic project written the way DeepLabCut writes one (pandas to_csv / to_hdf) ---
+
+DLC_MA_CONFIG = """\
+Task: mice
+scorer: Jessy
+date: Jan1
+multianimalproject: true
+identity: false
+individuals:
+- mus1
+- mus2
+- mus3
+uniquebodyparts:
+- feeder
+multianimalbodyparts:
+- snout
+- leftear
+- rightear
+- tailbase
+bodyparts: MULTI!
+skeleton:
+- [snout, leftear]
+- [snout, rightear]
+- [snout, feeder]
+"""
+INDIVIDUALS = ("mus1", "mus2", "mus3")
+BODYPARTS = ("snout", "leftear", "rightear", "tailbase")
+
+
+def dlc_ma_table(rng: np.random.Generator):
+    """5 frames of 3 mice + a feeder as DeepLabCut's DataFrame: mus3 absent in frame 1, mus2 absent and mus1's
+    leftear unlabelled in frame 2, no mouse (only the feeder) in frame 3, the feeder unlabelled in frame 4."""
+    import pandas as pd
+
+    names = ["scorer", "individuals", "bodyparts", "coords"]
+    columns = pd.MultiIndex.from_product([["Jessy"], INDIVIDUALS, BODYPARTS, ["x", "y"]], names=names).append(
+        pd.MultiIndex.from_product([["Jessy"], ["single"], ["feeder"], ["x", "y"]], names=names)
+    )
+    values = rng.uniform(5, 75, size=(5, len(columns))).round(2)  # inside 100 x 80 frames
+    animal = values[:, :24].reshape(5, 3, 4, 2)  # (frame, individual, bodypart, xy) view
+    animal[1, 2] = np.nan
+    animal[2, 1] = np.nan
+    animal[2, 0, 1] = np.nan
+    animal[3] = np.nan
+    values[4, 24:] = np.nan
+    index = pd.MultiIndex.from_tuples([("labeled-data", "cage1", f"img{i:04d}.png") for i in range(5)])
+    return pd.DataFrame(values, index=index, columns=columns)
+
+
+@pytest.fixture
+def dlc_ma_project(tmp_path):
+    import cv2
+
+    project = tmp_path / "mice-Jessy"
+    folder = project / "labeled-data" / "cage1"
+    folder.mkdir(parents=True)
+    (project / "config.yaml").write_text(DLC_MA_CONFIG)
+    table = dlc_ma_table(np.random.default_rng(12))
+    table.to_csv(folder / "CollectedData_Jessy.csv")
+    table.to_hdf(folder / "CollectedData_Jessy.h5", key="df_with_missing", mode="w")
+    for i in range(5):
+        cv2.imwrite(str(folder / f"img{i:04d}.png"), np.zeros((80, 100, 3), np.uint8))
+    return project, table
+
+
+def test_dlc_multianimal_one_sample_per_labelled_individual(dlc_ma_project):
+    project, table = dlc_ma_project
+    ds = load_dataset(project, prefer="csv")
+    values = table.to_numpy()
+    animal = values[:, :24].reshape(5, 3, 4, 2)
+    expected_ids = []
+    for frame in range(5):
+        image = f"labeled-data/cage1/img{frame:04d}.png"
+        present = [INDIVIDUALS[i] for i in range(3) if np.isfinite(animal[frame, i]).any()]
+        expected_ids += [f"{image}#{who}" for who in present] or [image]
+    assert ds.sample_ids == expected_ids  # frame 3 (no mouse) is one unlabelled sample
+    assert len(ds) == 11 and ds.summary.num_images == 5 and ds.summary.unlabelled_samples == 1
+    assert ds.schema.names == BODYPARTS and ds.schema.flip_pairs == ((1, 2),)
+    assert ds.schema.skeleton == ((0, 1), (0, 2))  # the edge to the feeder draws nothing on a mouse
+    by_id = {s.sample_id: s for s in ds}
+    mus1 = by_id["labeled-data/cage1/img0002.png#mus1"]
+    np.testing.assert_allclose(mus1.keypoints_xy, animal[2, 0].astype(np.float32), equal_nan=True)
+    np.testing.assert_array_equal(mus1.visible, [2, 0, 2, 2])
+    assert mus1.track == "mus1" and by_id["labeled-data/cage1/img0003.png"].track is None
+    assert ds.summary.max_animals_per_image == 3 and ds.summary.mean_animals_per_image == 10 / 5
+    assert ds.summary.identities == {"mus1": 4, "mus2": 3, "mus3": 3}
+    assert animals_per_image(ds)[image_key(mus1)] == 2
+    text = str(ds.summary)
+    assert "identities absent from some of the 4 labelled images (fewer animals there): mus2 1, mus3 1" in text
+    feeder_points = int(np.isfinite(values[:, 24]).sum())
+    assert [s.what for s in ds.summary.skipped] == [
+        f"unique bodyparts ['feeder']: {feeder_points} labelled point(s) in {feeder_points} frame(s)"
+    ]
+
+
+def test_dlc_multianimal_csv_and_h5_agree(dlc_ma_project):
+    project, _ = dlc_ma_project
+    from_csv, from_h5 = load_dataset(project, prefer="csv"), load_dataset(project, prefer="h5")
+    assert from_csv.sample_ids == from_h5.sample_ids
+    for a, b in zip(from_csv, from_h5, strict=True):
+        np.testing.assert_allclose(a.keypoints_xy, b.keypoints_xy, atol=1e-6, equal_nan=True)
+        assert a.track == b.track and (a.visible == b.visible).all()
+    assert from_h5.summary.warnings == []  # the two files were compared and agree
+
+
+def test_dlc_multianimal_split_keeps_a_frame_together(dlc_ma_project):
+    from tardis_edge.splits import SplitConfig, resolve_split
+
+    project, _ = dlc_ma_project
+    ds = load_dataset(project, prefer="csv")
+    split = resolve_split(ds, SplitConfig(method="names", test=["img0002.png"]))
+    assert split.test == ["labeled-data/cage1/img0002.png#mus1", "labeled-data/cage1/img0002.png#mus3"]
+    split = resolve_split(ds, SplitConfig(train_fraction=0.6))  # 3 of 5 images train, whole
+    assert split.sizes() == {"train": 7, "val": 0, "test": 4}
+
+
+def test_dlc_multianimal_header_errors(dlc_ma_project):
+    project, table = dlc_ma_project
+    folder = project / "labeled-data" / "cage1"
+    config = project / "config.yaml"
+    config.write_text(DLC_MA_CONFIG.replace("- mus3\n", ""))
+    with pytest.raises(ValueError, match=r"individuals \['mus3'\] are not in config.yaml's individuals"):
+        load_dataset(project, prefer="csv")
+    config.write_text(DLC_MA_CONFIG.replace("feeder", "food"))
+    with pytest.raises(ValueError, match=r"individual 'single' \['feeder'\] do not match config.yaml uniquebodyparts"):
+        load_dataset(project, prefer="csv")
+    config.write_text("Task: mice\nscorer: Jessy\nbodyparts: [snout, leftear, rightear, tailbase]\n")
+    with pytest.raises(ValueError, match=r"is a multi-animal labels file .* single-animal project"):
+        load_dataset(project, prefer="csv")
+    config.write_text(DLC_MA_CONFIG)
+    single = table.loc[:, table.columns.get_level_values(1) == "mus1"].droplevel(1, axis=1)
+    single.to_csv(folder / "CollectedData_Jessy.csv")
+    with pytest.raises(ValueError, match=r"has no 'individuals' header row, but .* is a multi-animal project"):
+        load_dataset(project, prefer="csv")
