@@ -376,13 +376,14 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         from training.finder import group_by_image
         from training.multi_eval import evaluate_multi
 
+        most = max(len(g) for g in group_by_image(list(split.apply(dataset)[0].samples)))
         finder_entry = {
             "model": finder.state_dict(),
             "model_config": finder.config.to_dict(),
-            "config": to_dict(cfg.finder.decode),
+            # the most animals in one training frame is the deployed maximum unless the recipe sets one
+            "config": {**to_dict(cfg.finder.decode), "max_animals": cfg.finder.decode.max_animals or most},
             "stride": float(finder.out_stride),
         }
-        most = max(len(g) for g in group_by_image(list(split.apply(dataset)[0].samples)))
         if test_samples:
             multi = evaluate_multi(model, finder, test_samples, dataset.schema, wh, cfg, most, device, run_dir)
             metrics.update({f"multi_{k}": v for k, v in multi.items() if isinstance(v, (int, float))})

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -291,11 +292,103 @@ class _SourceRun:
         }
 
 
+class _MultiSourceRun(_SourceRun):
+    """One source through the multi-animal runner: every animal found, posed and tracked; DeepLabCut multi-animal
+    files (one individual per track), COCO results with ``track_id``, SLEAP predictions (``.predictions.slp``) and an
+    overlay with one colour per identity."""
+
+    def __init__(self, multi: Any, source: FrameSource, args: argparse.Namespace, scorer: str, coco_gt, model):
+        self.multi = multi
+        self.num_tracks = multi.multi.max_animals
+        super().__init__(multi.runner, source, args, scorer, None, coco_gt, model)
+        self.follower = None
+        self.writer = DlcResultWriter(
+            self.out,
+            source.name,
+            scorer,
+            multi.metadata.keypoint_names,
+            individuals=individual_names(self.num_tracks),
+            values=args.values,
+            fps=source.fps,
+            batch_size=1,
+            model=model,
+            category_id=coco_gt.category_id if coco_gt is not None else 1,
+        )
+        self.stream = multi.stream()
+        self.slp_frames: list = []
+        # SLEAP predictions refer to their video file: cameras and streams get none
+        self.slp_path = self.out / f"{source.name}.predictions.slp" if source.kind == "video" else None
+
+    def _infer(self, batch: list[Frame]) -> None:
+        from tardis_edge.runtime.writers import draw_identities
+
+        for frame in batch:
+            assert frame.image is not None, "bad frames never reach inference"
+            poses, tracked = self.stream(frame.image, frame.index if self.video else None, color="BGR")
+            keypoints, scores = tracked.by_track(self.num_tracks)
+            size = (frame.image.shape[1], frame.image.shape[0])
+            self.writer.add(self._label(frame), self._image_id(frame), keypoints, scores, image_wh=size)
+            self.slp_frames.append((frame.index, tracked.keypoints_xy, tracked.scores, tracked.track_ids))
+            if self.args.overlay:
+                drawn = draw_identities(
+                    frame.image, tracked.keypoints_xy, tracked.scores, tracked.track_ids,
+                    self.runner.metadata.skeleton, self.runner.follow.min_score,
+                )  # fmt: skip
+                if self.overlay is not None:
+                    self.overlay.write(drawn)
+                else:
+                    write_overlay_image(
+                        self.out / f"{self.source.name}_overlay" / f"{Path(frame.name).stem}.png", drawn
+                    )
+            if not self.video:
+                self.stream.predictor.reset()  # images are not a sequence: nothing is held between them
+                self.stream.tracker.reset()
+        self._count(len(batch))
+
+    def run(self) -> dict:
+        try:
+            return super().run()
+        finally:
+            if self.slp_path is not None and self.slp_frames:
+                from tardis_edge.runtime.multi import write_slp
+
+                write_slp(
+                    self.slp_path,
+                    self.source.spec,  # type: ignore[attr-defined]  (a VideoSource: slp_path is set for files only)
+                    self.runner.metadata,
+                    self.slp_frames,
+                    self.num_tracks,
+                    individual_names(self.num_tracks),
+                )
+                if self.summary is not None:
+                    self.summary["outputs"]["slp"] = str(self.slp_path)
+
+    def _summary(self, status: str, seconds: float) -> dict:
+        out = super()._summary(status, seconds)
+        counts = np.array(self.stream.counts or [0])
+        out["animals"] = {
+            "max_animals": self.num_tracks,
+            "per_frame_mean": round(float(counts.mean()), 3),
+            "frames_with_none": int((counts == 0).sum()),
+            "frames_with_fewer": int((counts < self.num_tracks).sum()),
+            "found_beyond_max": self.stream.animals_dropped,
+            "finder_frames": self.stream.detections,
+        }
+        return out
+
+
+def individual_names(count: int) -> list[str]:
+    """DeepLabCut's default individual names, ``individual1`` … (one per track id ``0 .. count-1``)."""
+    return [f"individual{i + 1}" for i in range(count)]
+
+
 def refuse_existing_results(out: Path, sources: Sequence[FrameSource], scorer: str, overlay: bool) -> None:
     """Earlier results in ``out`` are never replaced without ``--overwrite`` (an interrupted run's rows included)."""
     found = []
     for source in sources:
         paths = list(DlcResultWriter(out, source.name, scorer, []).paths.values()) + [out / SUMMARY_FILE]
+        tracked = DlcResultWriter(out, source.name, scorer, [], individuals=[])  # multi-animal names
+        paths += list(tracked.paths.values()) + [out / f"{source.name}.predictions.slp"]
         if overlay:
             paths += [out / f"{source.name}_overlay.mp4", out / f"{source.name}_overlay"]
         found += [p for p in paths if p.exists()]
@@ -325,6 +418,40 @@ def check_boxes_match(boxes: dict, source: FrameSource, path: str) -> None:
             f"--boxes {path}: {len(unknown)} of {len(boxes)} rows name no frame of the input: {listed}; the frame "
             f"column must name {what}"
         )
+
+
+def _open_multi(args: argparse.Namespace, runner: Runner, boxes: dict | None):
+    """The multi-animal runner when the artifact has a finder (or ``--max-animals`` is given), else None."""
+    if runner.metadata.finder is None:
+        if args.max_animals is not None:
+            raise ValueError(
+                f"--max-animals {args.max_animals}: {args.artifact} has no animal finder (it was trained on "
+                "single-animal data); drop --max-animals, or export a model trained on multi-animal labels"
+            )
+        return None
+    if args.single_animal:
+        return None
+    if boxes is not None:
+        raise ValueError(
+            "--boxes gives one box per frame, but this artifact finds every animal itself; drop --boxes, or pass "
+            "--single-animal to follow one animal in the given boxes"
+        )
+    if args.detect_every < 1:
+        raise ValueError(f"--detect-every must be >= 1, got {args.detect_every}")
+    from tardis_edge.runtime.backends import Backend
+    from tardis_edge.runtime.multi import multi_runner
+
+    folder = Path(args.artifact)
+    folder = folder.parent if folder.name == "model.json" else folder
+    multi = multi_runner(
+        runner, folder, Backend.parse(args.backend), args.precision, args.max_animals, args.detect_every,
+        threads=args.threads,
+    )  # fmt: skip
+    if multi.multi.max_animals < 1:
+        raise ValueError(
+            f"{args.artifact} sets no maximum number of animals; pass --max-animals N (the most animals in one frame)"
+        )
+    return multi
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -379,8 +506,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "coco_gt": str(args.coco_gt) if args.coco_gt else None,
             "inputs": [],
         }
+        multi = _open_multi(args, runner, boxes)
+        if multi is not None:
+            summary["multi_animal"] = {"max_animals": multi.multi.max_animals, "detect_every": args.detect_every}
         for source in sources:
-            job = _SourceRun(runner, source, args, scorer, boxes, coco_gt, model)
+            if multi is not None:
+                job: _SourceRun = _MultiSourceRun(multi, source, args, scorer, coco_gt, model)
+            else:
+                job = _SourceRun(runner, source, args, scorer, boxes, coco_gt, model)
             try:
                 job.run()
             except BaseException as exc:
@@ -647,6 +780,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--coco-gt",
         help="COCO ground-truth JSON: the COCO results take its image ids (matched by file name) and category",
+    )
+    p.add_argument(
+        "--max-animals",
+        type=int,
+        help="multi-animal models: most animals per frame, one track (DeepLabCut individual) each (default: the most "
+        "seen in one training frame, from model.json); the weakest beyond it are dropped and counted in the summary",
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=1,
+        help="multi-animal models: run the animal finder every N frames and on every frame that holds fewer animals "
+        "than --max-animals; in between, each animal's box comes from its own previous pose",
+    )
+    p.add_argument(
+        "--single-animal",
+        action="store_true",
+        help="multi-animal models: ignore the finder and follow one animal (the single-animal path, --boxes allowed)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

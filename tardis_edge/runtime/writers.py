@@ -674,6 +674,47 @@ def draw_pose(
     return out
 
 
+def identity_colour(track_id: int) -> tuple[int, int, int]:
+    """A BGR colour per identity (golden-angle hues, so neighbouring ids differ); grey for -1 (untracked)."""
+    import cv2
+
+    if track_id < 0:
+        return (160, 160, 160)
+    hue = np.uint8(int(track_id * 137.508 / 2) % 180)
+    b, g, r = cv2.cvtColor(np.array([[[hue, 220, 255]]], np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
+    return (int(b), int(g), int(r))
+
+
+def draw_identities(
+    image_bgr: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    track_ids: np.ndarray,
+    skeleton: Sequence[Sequence[int]],
+    min_score: float = 0.2,
+) -> np.ndarray:
+    """A copy of ``image_bgr`` with every animal ``(M, K, 2)`` drawn in its identity's colour, labelled by track id."""
+    import cv2
+
+    out = image_bgr.copy()
+    radius = max(2, round(min(out.shape[:2]) / 200))
+    for kps, sc, track_id in zip(keypoints, scores, track_ids, strict=True):
+        colour = identity_colour(int(track_id))
+        ok = np.isfinite(kps).all(axis=-1) & (np.nan_to_num(sc, nan=0.0) > min_score)
+        for a, b in skeleton:
+            if ok[a] and ok[b]:
+                pa = tuple(int(round(v)) for v in kps[a])
+                pb = tuple(int(round(v)) for v in kps[b])
+                cv2.line(out, pa, pb, colour, max(1, radius // 2), cv2.LINE_AA)
+        for k in np.flatnonzero(ok):
+            cv2.circle(out, tuple(int(round(v)) for v in kps[k]), radius, colour, -1, cv2.LINE_AA)
+        if ok.any():
+            x, y = kps[ok].min(axis=0)
+            label = f"#{int(track_id)}" if track_id >= 0 else "?"
+            cv2.putText(out, label, (int(x), int(y) - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    return out
+
+
 class OverlayVideo:
     """An overlay video written to a hidden partial file and renamed into place when closed (complete or absent).
 
