@@ -1,9 +1,11 @@
-"""Multi-animal datasets: SLEAP's flies clip (../shared, labels only: no frame is decoded here), small SLEAP files
-written with sleap-io into tmp_path (predicted instances, legacy coordinates, moved videos), a multi-animal
-DeepLabCut project and a two-animal COCO file built in tmp_path, and the frame-range split of the issue."""
+"""Multi-animal datasets: SLEAP's flies clip (../shared; a few of its frames go through the frame cache), small
+SLEAP files written with sleap-io into tmp_path (predicted instances, legacy coordinates, moved videos), a
+multi-animal DeepLabCut project and a two-animal COCO file built in tmp_path, and the frame-range split of the
+issue."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -369,3 +371,66 @@ def test_dlc_multianimal_header_errors(dlc_ma_project):
     single.to_csv(folder / "CollectedData_Jessy.csv")
     with pytest.raises(ValueError, match=r"has no 'individuals' header row, but .* is a multi-animal project"):
         load_dataset(project, prefer="csv")
+
+
+# --- COCO keypoints with several animals per image ---
+
+
+def two_animal_coco(tmp_path: Path, track_key: str = "track_id") -> tuple[Path, dict]:
+    """Two 64x48 frames: frame 1 holds animals 0 and 1, frame 2 only animal 1 (identity 0 absent)."""
+    import cv2
+
+    for name in ("f1.png", "f2.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((48, 64, 3), np.uint8))
+
+    def ann(ann_id, image_id, track, x0):
+        keypoints = [x0, 10, 2, x0 + 4, 12, 2, 0, 0, 0]
+        return {"id": ann_id, "image_id": image_id, "category_id": 1, "keypoints": keypoints, "num_keypoints": 2,
+                "bbox": [x0 - 2, 8, 10, 8], "iscrowd": 0, track_key: track}  # fmt: skip
+
+    data = {
+        "images": [{"id": 1, "file_name": "f1.png", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "f2.png", "width": 64, "height": 48}],
+        "annotations": [ann(10, 1, 0, 5.0), ann(11, 1, 1, 30.0), ann(12, 2, 1, 31.0)],
+        "categories": [{"id": 1, "name": "mouse", "keypoints": ["nose", "left_ear", "right_ear"],
+                        "skeleton": [[1, 2], [1, 3]]}],
+    }  # fmt: skip
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def test_coco_two_animals_per_image(tmp_path):
+    path, data = two_animal_coco(tmp_path)
+    ds = load_dataset(path)
+    assert ds.sample_ids == ["f1.png#10", "f1.png#11", "f2.png#12"]
+    assert [s.track for s in ds] == ["0", "1", "1"]
+    assert image_key(ds[0]) == image_key(ds[1]) != image_key(ds[2])
+    assert animals_per_image(ds) == {"image id 1": 2, "image id 2": 1}
+    assert ds.summary.max_animals_per_image == 2 and ds.summary.mean_animals_per_image == 1.5
+    assert ds.summary.identities == {"0": 1, "1": 2}
+    assert "identities absent from some of the 2 labelled images (fewer animals there): 0 1" in str(ds.summary)
+    np.testing.assert_array_equal(ds[1].keypoints_xy[:2], [[30, 10], [34, 12]])
+
+    from tardis_edge.splits import SplitConfig, resolve_split
+
+    split = resolve_split(ds, SplitConfig(method="ranges", test=["1:"]))
+    assert split.train == ["f1.png#10", "f1.png#11"] and split.test == ["f2.png#12"]
+
+
+def test_coco_identity_fields(tmp_path):
+    path, _ = two_animal_coco(tmp_path, track_key="identity")
+    assert [s.track for s in load_dataset(path)] == ["0", "1", "1"]
+    path, data = two_animal_coco(tmp_path, track_key="track")
+    for a, name in zip(data["annotations"], ("female", "male", "male"), strict=True):
+        a["track"] = name
+    path.write_text(json.dumps(data))
+    assert [s.track for s in load_dataset(path)] == ["female", "male", "male"]
+    data["annotations"][1]["track"] = 1.5
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"annotation 11 \(image 1\): track 1.5 must be a whole number or a name"):
+        load_dataset(path)
+    without = {**data, "annotations": [{k: v for k, v in a.items() if k != "track"} for a in data["annotations"]]}
+    path.write_text(json.dumps(without))
+    single = load_dataset(path)
+    assert [s.track for s in single] == [None, None, None] and single.summary.identities == {}

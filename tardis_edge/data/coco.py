@@ -1,7 +1,9 @@
 """COCO keypoint JSON (data stage): AP-10K, Animal-Pose and any file in the COCO keypoint layout.
 
 One ``Sample`` per annotation: keypoints ``(x, y, v)`` with ``v`` 0 (not labelled, coordinates NaN), 1 (labelled,
-occluded) or 2 (labelled, visible); the COCO ``bbox`` ``(x, y, w, h)``; the category (species) name. Keypoint
+occluded) or 2 (labelled, visible); the COCO ``bbox`` ``(x, y, w, h)``; the category (species) name; the identity
+(``Sample.track``, as a string) from ``track_id`` (PoseTrack, video COCO), else an ``identity`` or ``track``
+field, else None. Several annotations of one image are several animals of that image (``image_key``). Keypoint
 names and the skeleton (1-based in COCO, 0-based here) come from the categories, which must share one keypoint
 list. OKS sigmas: given, or the published ones of AP-10K / Animal-Pose / COCO recognised from the names.
 
@@ -112,6 +114,22 @@ def _keypoints_from_annotation(values: object, num_keypoints: int, where: str) -
         raise ValueError(f"{where}: labelled keypoint {bad_xy[0]} has a non-finite position {xy[bad_xy[0]].tolist()}")
     xy[visible == 0] = np.nan
     return xy.astype(np.float32), visible.astype(np.float32)
+
+
+def _track(annotation: dict, where: str) -> str | None:
+    """The annotation's identity as a string: ``track_id``, else ``identity``, else ``track``; None if none."""
+    for key in ("track_id", "identity", "track"):
+        value = annotation.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"{where}: {key} {value!r} must be a number or a name identifying the animal")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{where}: {key} {value!r} must be a whole number or a name identifying the animal")
+            value = int(value)
+        return str(value)
+    return None
 
 
 def _skeleton(edges: list, num_k: int, where: str) -> tuple[list[tuple[int, int]], str | None]:
@@ -252,6 +270,7 @@ def load_coco_keypoints(
                 labelled=labelled,
                 annotation_id=ann_id,
                 image_id=a["image_id"],
+                track=_track(a, where),
                 extra={"area": area},
             )
         )
