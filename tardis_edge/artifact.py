@@ -83,6 +83,10 @@ class ArtifactMetadata:
     models: dict[str, dict] = field(default_factory=dict)  # precision -> {"file", "outputs", ...}
     versions: dict[str, str] = field(default_factory=dict)
     finder: dict | None = None  # multi-animal models: the animal finder (see the module docstring)
+    # per-keypoint OKS sigmas for COCO evaluation of the results (tardis_edge.metrics.schema_oks_sigmas: the training
+    # data's, else a uniform default) and where they come from; None: exported before they were recorded
+    oks_sigmas: list[float] | None = None
+    oks_sigmas_source: str | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -134,6 +138,7 @@ class ArtifactMetadata:
 
     def without_fingerprints(self) -> ArtifactMetadata:
         """A copy whose ``models`` entries lack ``bytes``/``sha256`` (what every ONNX file embeds of itself)."""
+
         def strip(entries: dict) -> dict:
             return {k: {f: v for f, v in e.items() if f not in FINGERPRINT_KEYS} for k, e in entries.items()}
 

@@ -117,6 +117,16 @@ def pck_normalizers(samples: Sequence[Sample], normalizer: str) -> np.ndarray:
     return out
 
 
+def schema_oks_sigmas(schema: KeypointSchema) -> tuple[list[float], str]:
+    """``(sigmas, source)``: the schema's per-keypoint OKS sigmas (``source`` "schema"), or where it has none a
+    uniform ``DEFAULT_OKS_SIGMA`` (DeepLabCut 3's default), ``source`` saying so. Evaluation and ``model.json``'s
+    ``oks_sigmas`` both take them from here."""
+    if schema.sigmas is not None:
+        return [float(s) for s in schema.sigmas], "schema"
+    uniform = f"uniform {DEFAULT_OKS_SIGMA} (the schema has no OKS sigmas; DeepLabCut 3's default)"
+    return [DEFAULT_OKS_SIGMA] * schema.num_keypoints, uniform
+
+
 def oks_ap(
     samples: Sequence[Sample], pred_keypoints: np.ndarray, pred_scores: np.ndarray, sigmas: Sequence[float]
 ) -> dict[str, float]:
@@ -150,6 +160,55 @@ def _gt_annotation(s: Sample) -> dict:
         "bbox": bbox,
         "iscrowd": 0,
     }
+
+
+def coco_ground_truth(
+    samples: Sequence[Sample],
+    schema: KeypointSchema,
+    file_names: Sequence[str],
+    image_ids: Sequence[int] | None = None,
+    category_id: int = 1,
+    category_name: str = "animal",
+) -> dict:
+    """A COCO keypoints ground-truth file (``json.dump`` it) of labelled samples, as ``oks_ap`` evaluates them: the
+    same ``area`` (``object_area``) and ``bbox`` (the annotation's, else the labelled keypoints' box), keypoints not
+    labelled as ``0, 0, 0``. For ``COCO.loadRes`` + ``COCOeval`` on the runtime's COCO results (``tardis-edge predict
+    --coco-gt``) against data that has no COCO file (DeepLabCut projects).
+
+    Args:
+        samples: the labelled samples, one animal each (several may share an image: same file name).
+        schema: keypoint names, skeleton (the category's).
+        file_names: per sample, its image's ``file_name`` (e.g. the path relative to the project).
+        image_ids: per sample, its image's id (default: 1, 2, ... by first appearance of the file name).
+        category_id: the category's id.
+        category_name: the category's name.
+    """
+    if len(file_names) != len(samples) or (image_ids is not None and len(image_ids) != len(samples)):
+        given = "no" if image_ids is None else len(image_ids)
+        raise ValueError(
+            f"need one file name (and image id) per sample; got {len(samples)} samples, {len(file_names)} file "
+            f"names, {given} image ids"
+        )
+    ids: dict[str, int] = {}
+    images, annotations = [], []
+    for i, (s, name) in enumerate(zip(samples, file_names, strict=True)):
+        if name not in ids:
+            ids[name] = int(image_ids[i]) if image_ids is not None else len(ids) + 1
+            image: dict[str, Any] = {"id": ids[name], "file_name": str(name)}
+            if s.image_wh is not None:
+                image["width"], image["height"] = int(s.image_wh[0]), int(s.image_wh[1])
+            images.append(image)
+        if (s.visible > 0).any():
+            annotation = {"id": len(annotations) + 1, "image_id": ids[name], **_gt_annotation(s)}
+            annotations.append(annotation | {"category_id": int(category_id)})
+    category = {
+        "id": int(category_id),
+        "name": category_name,
+        "supercategory": "animal",
+        "keypoints": list(schema.names),
+        "skeleton": [[a + 1, b + 1] for a, b in schema.skeleton],  # COCO numbers keypoints from 1
+    }
+    return {"images": images, "annotations": annotations, "categories": [category]}
 
 
 def coco_keypoint_eval(
@@ -247,11 +306,8 @@ def evaluate_predictions(
 
     if sigmas is not None:
         sigma_values, sigma_source = [float(s) for s in sigmas], "given"
-    elif schema.sigmas is not None:
-        sigma_values, sigma_source = [float(s) for s in schema.sigmas], "schema"
     else:
-        sigma_values = [DEFAULT_OKS_SIGMA] * schema.num_keypoints
-        sigma_source = f"uniform {DEFAULT_OKS_SIGMA} (the schema has no OKS sigmas; DeepLabCut 3's default)"
+        sigma_values, sigma_source = schema_oks_sigmas(schema)
     if len(sigma_values) != schema.num_keypoints or min(sigma_values) <= 0:
         raise ValueError(f"OKS sigmas must be {schema.num_keypoints} positive numbers, got {sigma_values}")
 
