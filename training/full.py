@@ -204,11 +204,6 @@ def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
         data_path = Path(cfg.data.path)
     dataset = load_dataset(data_path)
     LOG.info("%s", dataset.summary)
-    if write and any(s.image_path is None and s.video_path is not None for s in dataset.samples):
-        from tardis_edge.data.frame_cache import cache_video_frames
-
-        report = cache_video_frames(dataset.samples)  # labels on video frames (SLEAP): decode each frame once
-        LOG.info("frame cache: %s", report)
     split = resolve_split(dataset, cfg.data.split)
     split_path = run_dir / SPLIT_FILE
     if split_path.exists():
@@ -221,6 +216,12 @@ def load_data(cfg: FullConfig, run_dir: Path, write: bool = True):
     elif write:
         split.write(split_path)
     train, val, test = split.apply(dataset)
+    used = [s for part in (train, val, test) for s in part.samples]
+    if write and any(s.image_path is None and s.video_path is not None for s in used):
+        from tardis_edge.data.frame_cache import cache_video_frames
+
+        report = cache_video_frames(used)  # labels on video frames (SLEAP): decode the frames the run reads, once
+        LOG.info("frame cache: %s", report)
     for warning in dataset.summary.warnings + [w for w in train.summary.warnings if "labelled in no sample" in w]:
         LOG.warning("data: %s", warning)
     videos = [Path(v) for v in cfg.data.videos]
