@@ -23,7 +23,8 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --quiet --constraint "$CONSTRAINTS")
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "${pip[@]}" torch torchvision  # first and alone, so the resolver never weighs another torch
-"${pip[@]}" -e ".[runtime,export,dlc]" pytest pytest-timeout
+# movement: tests/dlc/test_dlc_outputs.py reads our result files with it (a DeepLabCut-ecosystem consumer, pandas < 3)
+"${pip[@]}" -e ".[runtime,export,dlc]" pytest pytest-timeout movement
 "$VENV/bin/python" -c "import deeplabcut, pandas, torch; print('deeplabcut', deeplabcut.__version__, \
 'pandas', pandas.__version__, 'torch', torch.__version__)"
 echo "$want" > "$STAMP"
