@@ -118,8 +118,6 @@ def calibration_crops(calib: str | Path, source: Any, size: int, seed: int = 0) 
 
 def _predicted_boxes(source: Any, images: list[np.ndarray]) -> list[geometry.CropBox]:
     """Pass-2 boxes from the PyTorch model's whole-frame predictions (no flip, as the exported graph runs)."""
-    from kernels.predict import model_crop_runner
-
     cfg = replace(source.predict, flip_test=False, two_pass=False)
-    kps, scores, first = predict_frames(model_crop_runner(source.model, cfg), images, source.input_wh, cfg)
+    kps, scores, first = predict_frames(source.crop_runner(cfg), images, source.input_wh, cfg)
     return [box_from_prediction(k, s, b, source.input_wh, cfg) for k, s, b in zip(kps, scores, first, strict=True)]

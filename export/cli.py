@@ -35,6 +35,16 @@ def _batch_profile(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 640x480, got {text!r}") from exc
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"input size must be positive, got {text!r}")
+    return width, height
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="tardis-export",
@@ -44,7 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
         "export is complete.",
         formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder of training.full, or its model.pt")
+    parser.add_argument(
+        "run",
+        metavar="RUN_OR_CHECKPOINT",
+        help="run folder of training.full, or its model.pt; or a DeepLabCut 3 model folder (pytorch_config.yaml + "
+        "snapshot-*.pt; needs the [dlc] extra)",
+    )
+    parser.add_argument(
+        "--snapshot", type=Path, help="DeepLabCut model: the snapshot to export (default: its best, else its latest)"
+    )
+    parser.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="WxH",
+        help="DeepLabCut bottom-up model: the frame size it runs on (default: the project's video size)",
+    )
     parser.add_argument("--out", type=Path, help="artifact folder (default: RUN/export)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
     parser.add_argument("--decode", help="decode in the graph: argmax, msra, dark, softargmax (default: the run's)")
@@ -201,7 +225,7 @@ def _export(args: argparse.Namespace, argv: list[str] | None, run: Path, out: Pa
         raise ValueError(
             f"--threads must be >= 1 and --latency-repeats >= 0; got {args.threads} and {args.latency_repeats}"
         )
-    source = load_source(run)
+    source = load_source(run, args.snapshot, args.input_size)
     stage = _stage_folder(out)
     if stage.exists():
         shutil.rmtree(stage)  # an export killed before its swap

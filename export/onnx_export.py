@@ -122,12 +122,22 @@ def export_heatmaps_graph(model: Any, input_wh: tuple[int, int], opset: int = DE
     return _torch_export(deploy, example, [INPUT_NAME], [OUTPUT_HEATMAPS], opset)
 
 
-def export_decode_graph(decode: Any, num_keypoints: int, opset: int = DEFAULT_OPSET) -> Any:
-    """The decode graph: ``heatmaps (N, K, H, W)`` -> ``keypoints (N, K, 2)`` input px and ``scores (N, K)``."""
+def export_body_graph(module: Any, input_wh: tuple[int, int], opset: int = DEFAULT_OPSET) -> Any:
+    """A body graph of a module that is already in its deployment form (a DeepLabCut model:
+    ``export.dlc_import``): ``image`` ``(N, 3, H, W)`` RGB 0..255 -> ``heatmaps`` (whatever maps its decode reads)."""
+    import torch
+
+    example = torch.full((1, 3, input_wh[1], input_wh[0]), 127.0)
+    return _torch_export(copy.deepcopy(module).cpu().float().eval(), example, [INPUT_NAME], [OUTPUT_HEATMAPS], opset)
+
+
+def export_decode_graph(decode: Any, channels: int, opset: int = DEFAULT_OPSET) -> Any:
+    """The decode graph: ``heatmaps (N, C, H, W)`` -> ``keypoints (N, K, 2)`` input px and ``scores (N, K)``
+    (``C = K`` heatmaps for our models; DeepLabCut's add ``2K`` locref maps)."""
     import torch
 
     h, w = decode.heatmap_hw
-    example = torch.zeros(1, num_keypoints, h, w)
+    example = torch.zeros(1, channels, h, w)
     return _torch_export(decode.eval(), example, [OUTPUT_HEATMAPS], [OUTPUT_KEYPOINTS, OUTPUT_SCORES], opset)
 
 

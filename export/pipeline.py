@@ -22,6 +22,7 @@ from export.onnx_export import (
     append_decode,
     check_graph,
     check_opset,
+    export_body_graph,
     export_decode_graph,
     export_heatmaps_graph,
     node_for_module,
@@ -39,6 +40,7 @@ from tardis_edge.artifact import (
     file_fingerprint,
 )
 from tardis_edge.io import atomic_write_text
+from tardis_edge.metrics import schema_oks_sigmas
 from tardis_edge.models import HEAD_FINAL_CONV
 
 LOG = logging.getLogger("tardis.export")
@@ -136,29 +138,44 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
     method = options.decode or predict.decode
     beta = float(predict.softargmax_beta) if method == "softargmax" else None
     heatmap_hw = (source.heatmap_wh[1], source.heatmap_wh[0])
-    decode = GraphDecode(method, heatmap_hw, source.stride, softargmax_beta=beta)
     num_keypoints = source.schema.num_keypoints
 
     LOG.info("exporting the FP32 body (opset %d, input %dx%d), %s decode", options.opset, *source.input_wh, method)
-    body = export_heatmaps_graph(source.model, source.input_wh, options.opset)
-    final_conv = node_for_module(body, HEAD_FINAL_CONV)
-    decode_graph = export_decode_graph(decode, num_keypoints, options.opset)
+    if source.dlc is None:
+        decode = GraphDecode(method, heatmap_hw, source.stride, softargmax_beta=beta)
+        body = export_heatmaps_graph(source.model, source.input_wh, options.opset)
+        final_layers = [node_for_module(body, HEAD_FINAL_CONV)]
+        decode_channels = num_keypoints
+    else:  # DeepLabCut 3: its model and its decode (heatmaps + locref maps); no heatmap-only graph
+        from export.dlc_import import final_layers as dlc_final_layers
+
+        if options.decode is not None or not options.graph_decode:
+            raise ValueError(
+                "a DeepLabCut model decodes in the graph with DeepLabCut's own decode (heatmap peak + locref); leave "
+                "out --decode and --no-graph-decode"
+            )
+        decode = source.dlc.graph_decode(num_keypoints, heatmap_hw)
+        body = export_body_graph(source.model, source.input_wh, options.opset)
+        final_layers = dlc_final_layers(body)
+        decode_channels = num_keypoints * (3 if source.dlc.decode.location_refinement else 1)  # heatmaps + locref
+    decode_graph = export_decode_graph(decode, decode_channels, options.opset)
     keypoint_outputs = [OUTPUT_KEYPOINTS, OUTPUT_SCORES]
-    fp32_nodes = [final_conv, "decode/*"] if options.graph_decode else [final_conv]
+    fp32_nodes = [*final_layers, "decode/*"] if options.graph_decode else final_layers
 
     def with_decode(graph: Any) -> Any:
         return append_decode(graph, decode_graph) if options.graph_decode else graph
 
-    graphs: dict[str, Any] = {"fp32": append_decode(body, decode_graph), "fp32_heatmaps": body}
-    entries: dict[str, dict[str, Any]] = {
-        "fp32": {"precision": "fp32", "heatmaps_file": FILES["fp32_heatmaps"]},
-        "fp32_heatmaps": {"precision": "fp32"},
-    }
+    graphs: dict[str, Any] = {"fp32": append_decode(body, decode_graph)}
+    entries: dict[str, dict[str, Any]] = {"fp32": {"precision": "fp32"}}
+    if source.dlc is None:
+        graphs["fp32_heatmaps"] = body
+        entries["fp32"]["heatmaps_file"] = FILES["fp32_heatmaps"]
+        entries["fp32_heatmaps"] = {"precision": "fp32"}
     if options.fp16:
         from export.fp16 import convert_fp16
 
-        LOG.info("converting to FP16 (keeping %s and the decode in FP32)", final_conv)
-        graphs["fp16"] = with_decode(convert_fp16(body, [final_conv]))
+        LOG.info("converting to FP16 (keeping %s and the decode in FP32)", ", ".join(final_layers))
+        graphs["fp16"] = with_decode(convert_fp16(body, final_layers))
         entries["fp16"] = {"precision": "fp16", "fp32_nodes": fp32_nodes}
     if options.int8:
         from export.calibration import calibration_crops
@@ -179,7 +196,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
             )
         calibration.update(method=options.calib_method)
         for key, target in INT8_TARGETS.items():
-            graphs[key] = with_decode(quantize_int8(body, crops, target, [final_conv], options.calib_method))
+            graphs[key] = with_decode(quantize_int8(body, crops, target, final_layers, options.calib_method))
             entries[key] = {
                 "precision": key,
                 "fp32_nodes": fp32_nodes,
@@ -187,6 +204,8 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
                 "calibration": calibration,
             }
     for key, entry in entries.items():
+        if source.dlc is not None:
+            entry["decode"] = source.dlc.decode.describe()
         heatmaps_only = key == "fp32_heatmaps" or (key != "fp32" and not options.graph_decode)
         entry["file"] = f"tardis_{key}_heatmaps.onnx" if heatmaps_only and key != "fp32_heatmaps" else FILES[key]
         entry["outputs"] = [OUTPUT_HEATMAPS] if heatmaps_only else keypoint_outputs
@@ -199,6 +218,7 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
 
         finder_graphs, finder_entries = export_finder_graphs(source, options)
     config = source.model.config
+    oks_sigmas, oks_sigmas_source = schema_oks_sigmas(source.schema)
     metadata = ArtifactMetadata(
         keypoint_names=list(source.schema.names),
         skeleton=[list(e) for e in source.schema.skeleton],
@@ -213,6 +233,8 @@ def export_artifact(source: Any, options: ExportOptions) -> tuple[ArtifactMetada
         decode_method=method,
         softargmax_beta=beta,
         models=entries,
+        oks_sigmas=oks_sigmas,
+        oks_sigmas_source=oks_sigmas_source,
         versions=export_versions(source),
         finder=_finder_section(source, finder_entries) if finder_graphs else None,
     )

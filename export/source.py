@@ -45,24 +45,47 @@ class ExportSource:
     finder: Any = None  # multi-animal runs: the animal finder (``PoseModel``, eval mode), else None
     finder_config: Any = None  # its ``tardis_edge.finder.FinderConfig``
     finder_stride: float | None = None
+    dlc: Any = None  # a DeepLabCut 3 model (export.dlc_import.DLCModel): its own decode and verification reference
 
     @property
     def stride(self) -> float:
         from tardis_edge.geometry import heatmap_stride
 
+        if self.dlc is not None:  # DeepLabCut's heads need not tile the input exactly (3x3 deconv, no padding)
+            return float(self.dlc.decode.stride)
         return heatmap_stride(self.input_wh, self.heatmap_wh)
 
+    def crop_runner(self, cfg: Any, flip_indices: Any = None, device: str = "cpu") -> Any:
+        """The PyTorch reference on crops: the training-form model through ``kernels.predict``, or for a DeepLabCut
+        model DeepLabCut's own transforms, model and predictor."""
+        if self.dlc is not None:
+            return self.dlc.crop_runner(device)
+        from kernels.predict import model_crop_runner
 
-def load_source(run_or_checkpoint: str | Path) -> ExportSource:
-    """Load the model and its metadata from a run folder or a ``model.pt`` checkpoint file.
+        return model_crop_runner(self.model.eval().to(device), cfg, flip_indices, device=device)
+
+
+def load_source(
+    run_or_checkpoint: str | Path, snapshot: str | Path | None = None, input_size: tuple[int, int] | None = None
+) -> ExportSource:
+    """Load the model and its metadata from a run folder or a ``model.pt`` checkpoint file, or a DeepLabCut 3 model
+    folder (``export.dlc_import``; ``snapshot`` and ``input_size`` are for those alone).
 
     Raises:
         FileNotFoundError: the path or the run's ``model.pt`` is missing.
         ValueError / KeyError: the checkpoint lacks an entry or holds an inconsistent one (named in the message).
     """
+    from export.dlc_import import is_dlc_model, load_dlc_source
     from tardis_edge.config import from_dict
     from tardis_edge.predict import PredictConfig
 
+    if is_dlc_model(run_or_checkpoint):
+        return load_dlc_source(run_or_checkpoint, snapshot, input_size)
+    if snapshot is not None or input_size is not None:
+        raise ValueError(
+            f"--snapshot and --input-size are for DeepLabCut model folders (with pytorch_config.yaml); "
+            f"{run_or_checkpoint} is not one"
+        )
     ckpt_path, run_dir = checkpoint_file(run_or_checkpoint)
     source = str(ckpt_path)
     checkpoint = DeployCheckpoint.load(ckpt_path)

@@ -282,7 +282,6 @@ def verify(
     import torch
 
     from export.source import load_split
-    from kernels.predict import model_crop_runner
     from tardis_edge.data import read_sample_image
 
     thresholds = thresholds or Thresholds()
@@ -305,18 +304,18 @@ def verify(
     frames = [images[s.sample_id] for s in samples]
     method, beta = cfg.decode, cfg.softargmax_beta
 
-    model = source.model.eval().to(device)
+    source.model.eval().to(device)
     flip_indices = flip_indices_from_pairs(source.schema.num_keypoints, source.schema.flip_pairs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        reference = model_crop_runner(model, cfg, device=device)
+        reference = source.crop_runner(cfg, device=device)
         ref_on_crops = on_crops(reference, cfg)
         ref_crops = in_batches(ref_on_crops, crops)
         ref_kps, ref_scores, _ = predict_frames(reference, frames, input_wh, cfg)
         ref_task = task_metrics(samples, ref_kps, ref_scores, source.schema)
         # the run's own evaluation, as training.keypoints.evaluate_model runs it
-        evaluation = model_crop_runner(model, source.predict, flip_indices, device=device)
+        evaluation = source.crop_runner(source.predict, flip_indices, device=device)
         eval_kps, eval_scores, _ = predict_frames(evaluation, frames, input_wh, source.predict)
         report: dict[str, Any] = {
             "checkpoint": str(source.checkpoint),
