@@ -13,8 +13,9 @@ DeepLabCut finds results by file name (``auxiliaryfunctions.find_analyzed_data``
 scorer must be the one the DeepLabCut call looks for: ``--scorer`` names an existing shuffle's scorer
 (``DLC_Resnet50_openfieldOct30shuffle1_snapshot_200``), and the default ``DLC_<artifact folder name>`` is what
 ``create_labeled_video(..., init_weights=ARTIFACT)`` looks for. Multi-animal results use DeepLabCut's tracked layout:
-``<video><scorer>_el.h5`` (key "tracks"; ``_bx``/``_sk``/``_tr`` for the other trackers), columns (scorer,
-individuals, bodyparts, coords).
+``<video><scorer>_el.h5`` (``_bx``/``_sk``/``_tr`` for the other trackers), columns (scorer, individuals, bodyparts,
+coords), key "df_with_missing" too: DeepLabCut reads whichever one table a file holds, and ``movement`` reads only
+that key (DeepLabCut's tracklet stitcher writes "tracks", which ``movement.io.load_poses.from_dlc_file`` refuses).
 
 Values (``values="deeplabcut"``, the default) are what DeepLabCut's tools and its ecosystem expect: ``likelihood`` is
 the keypoint's score clipped to [0, 1], and ``x, y`` are always finite in single-animal files — where a keypoint is
@@ -53,7 +54,6 @@ from tardis_edge.io import atomic_path, atomic_write_bytes, atomic_write_text, s
 from tardis_edge.multi import instance_score
 
 H5_KEY = "df_with_missing"
-TRACKS_H5_KEY = "tracks"  # DeepLabCut's key for tracked multi-animal results (refine_training_dataset/stitch.py)
 COORDS = ("x", "y", "likelihood")
 LEVELS = ("scorer", "bodyparts", "coords")
 MULTI_LEVELS = ("scorer", "individuals", "bodyparts", "coords")
@@ -335,6 +335,7 @@ def coco_results(
     scores: np.ndarray,
     category_id: int = 1,
     file_names: Sequence[str] | None = None,
+    track_ids: Sequence[int] | None = None,
 ) -> list[dict]:
     """COCO keypoint results (``COCO.loadRes`` format), one entry per animal instance.
 
@@ -344,6 +345,8 @@ def coco_results(
         scores: ``(I, K)`` keypoint scores (<= 0 or NaN: not found).
         category_id: the ground truth's category.
         file_names: optional ``(I,)`` image names, written as ``file_name`` (ignored by ``loadRes``).
+        track_ids: optional ``(I,)`` identities (multi-animal tracking), written as ``track_id`` (as PoseTrack and
+            mmpose's tracking results do; ignored by ``loadRes``).
 
     Each entry has ``keypoints`` ``[x, y, v] * K`` with ``v`` the score clipped to [0, 1], ``score`` (the mean of
     those, ``tardis_edge.multi.instance_score``: the score ``tardis_edge.metrics`` ranks detections by), and ``bbox``
@@ -368,6 +371,8 @@ def coco_results(
         }
         if file_names is not None:
             entry["file_name"] = str(file_names[i])
+        if track_ids is not None:
+            entry["track_id"] = int(track_ids[i])
         results.append(entry)
     return results
 
@@ -415,28 +420,20 @@ class CocoGroundTruth:
         for n, image in enumerate(data["images"]):
             if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
                 raise ValueError(f"--coco-gt {p}: images[{n}] has no 'id' and 'file_name'; got {image!r:.120}")
-            images[PurePosixPath(image["file_name"].replace("\\", "/")).parts] = int(image["id"])
+            parts = PurePosixPath(image["file_name"].replace("\\", "/")).parts
+            if parts in images:
+                raise ValueError(
+                    f"--coco-gt {p}: images {images[parts]} and {image['id']} have the same file_name "
+                    f"{image['file_name']!r}; each image needs its own"
+                )
+            images[parts] = int(image["id"])
         return cls(p, int(category["id"]), images)
 
     def image_id(self, image_path: str | Path) -> int | None:
-        """The id of the ground-truth image whose ``file_name`` ends ``image_path`` (the longest such name), or None.
-
-        Raises:
-            ValueError: two ground-truth images match equally well (the same name in two folders, and the path does
-                not tell them apart).
-        """
+        """The id of the ground-truth image whose ``file_name`` ends ``image_path`` (the longest such name), or None."""
         parts = Path(image_path).resolve().parts
-        matches = [(len(k), v, k) for k, v in self.images.items() if len(k) <= len(parts) and parts[-len(k) :] == k]
-        if not matches:
-            return None
-        matches.sort(reverse=True)
-        if len(matches) > 1 and matches[0][0] == matches[1][0]:
-            raise ValueError(
-                f"--coco-gt {self.path}: {image_path} matches images {matches[0][1]} and {matches[1][1]} "
-                f"({'/'.join(matches[0][2])}, {'/'.join(matches[1][2])}); give file_name with its folder in the "
-                "ground truth"
-            )
-        return matches[0][1]
+        matches = [(len(k), v) for k, v in self.images.items() if len(k) <= len(parts) and parts[-len(k) :] == k]
+        return max(matches)[1] if matches else None
 
 
 # ---------------------------------------------------------------------------------------------------- writer
@@ -593,7 +590,7 @@ class DlcResultWriter:
                 write_dlc_csv(paths["csv"], frame)
                 self._rows_in_file["csv"] = rows
             if "h5" in self.formats:
-                write_dlc_h5(paths["h5"], frame, H5_KEY if self.individuals is None else TRACKS_H5_KEY)
+                write_dlc_h5(paths["h5"], frame)
                 self._rows_in_file["h5"] = rows
             metadata = dlc_metadata(
                 self.scorer,
@@ -617,15 +614,18 @@ class DlcResultWriter:
         self._last_flush_seconds = self._last_flush_end - start
 
     def _write_coco(self, path: Path) -> None:
-        ids, names, keypoints, scores = [], [], [], []
+        ids, names, keypoints, scores, tracks = [], [], [], [], []
         for label, image_id, kps, sc in zip(self._index, self._image_ids, self._keypoints, self._scores, strict=True):
             if image_id is None:
                 continue
-            for one_kps, one_sc in zip(*((kps, sc) if self.individuals is not None else ([kps], [sc])), strict=True):
+            for track, (one_kps, one_sc) in enumerate(
+                zip(*((kps, sc) if self.individuals is not None else ([kps], [sc])), strict=True)
+            ):
                 ids.append(image_id)
                 names.append(str(label))
                 keypoints.append(one_kps)
                 scores.append(one_sc)
+                tracks.append(track)  # multi-animal: row m of a frame is individual m, i.e. track id m
         k = len(self.bodyparts)
         results = coco_results(
             ids,
@@ -633,6 +633,7 @@ class DlcResultWriter:
             np.reshape(scores, (len(ids), k)),
             category_id=self.category_id,
             file_names=names,
+            track_ids=tracks if self.individuals is not None else None,
         )
         atomic_write_text(path, strict_json(results, indent=None))
 
