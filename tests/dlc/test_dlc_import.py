@@ -1,6 +1,18 @@
-"""DeepLabCut 3 PyTorch models through tardis-export (export/dlc_import.py), checked against DeepLabCut's own code."""
+"""DeepLabCut 3 PyTorch models through tardis-export (export/dlc_import.py), checked against DeepLabCut's own code.
+
+The models are made by DeepLabCut itself: ``create_training_dataset`` on a copy of the openfield project writes the
+shuffles' ``pytorch_config.yaml``, ``PoseModel.build`` makes the network with its own seeded initialisation, and
+``dlc_models.py`` saves it as a snapshot (HRNet's batch-norm statistics estimated on two openfield crops
+first: with its initial statistics the activations reach 1e6 and every peak is decided by rounding).
+"""
 
 from __future__ import annotations
+
+import numpy as np
+import pytest
+from dlc_models import MAX_PX, dlc_inference, make_project, make_snapshot, read_frames
+
+FRAMES = 3  # of the shuffle's test split (6 frames); DeepLabCut's own HRNet inference takes ~4 s a frame here
 
 
 def test_environment_is_deeplabcut_3_with_pandas_2():
@@ -13,3 +25,49 @@ def test_environment_is_deeplabcut_3_with_pandas_2():
 
     assert deeplabcut.__version__.startswith("3.0."), deeplabcut.__version__
     assert int(pandas.__version__.split(".")[0]) < 3, pandas.__version__
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, openfield_dir):
+    return make_project(openfield_dir, tmp_path_factory.mktemp("dlc"), {1: "resnet_50", 2: "hrnet_w32"})
+
+
+@pytest.mark.parametrize("shuffle,net_type", [(1, "resnet_50"), (2, "hrnet_w32")])
+def test_fp32_export_equals_deeplabcut_inference(project, tmp_path, shuffle, net_type):
+    """Our FP32 graph (whole frames, through the edge runtime) reproduces DeepLabCut's own inference runner."""
+    from export.cli import main
+    from export.source import load_source
+    from tardis_edge.runtime import open_runner
+
+    folder = project.model_folder(shuffle)
+    snapshot = make_snapshot(folder, project.path, seed=shuffle)
+    out = tmp_path / "artifact"
+    assert main([str(folder), "--no-verify", "--out", str(out)]) == 0
+
+    test_ids = load_source(folder).split["test"][:FRAMES]  # DeepLabCut's own split of this shuffle
+    frames = read_frames(project.path, test_ids)
+    with open_runner(out, precision="fp32", refine=False) as runner:
+        ours = runner(frames)
+    theirs = dlc_inference(folder, snapshot, frames)  # (N, K, 3)
+
+    assert np.isfinite(ours.keypoints).all(), "a keypoint DeepLabCut places was reported not found"
+    deviation = np.linalg.norm(ours.keypoints - theirs[..., :2], axis=-1)
+    assert deviation.max() <= MAX_PX, f"{net_type}: max deviation {deviation.max():.4g} px"
+    np.testing.assert_allclose(ours.scores, theirs[..., 2], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "net_type,named",
+    [("dekr_w32", "head DEKRHead with predictor DEKRPredictor"), ("rtmpose_s", "head RTMCCHead"),
+     ("resnet_101", "backbone ResNet 'resnet101'")],
+)  # fmt: skip
+def test_unsupported_model_types_are_refused_in_one_line(project, capsys, net_type, named):
+    from export.cli import main
+    from tardis_edge.errors import EXIT_USER
+
+    shuffle = {"dekr_w32": 3, "rtmpose_s": 4, "resnet_101": 5}[net_type]
+    folder = project.add_shuffle(shuffle, net_type)  # its config: refused before any snapshot is read
+    assert main([str(folder), "--no-verify"]) == EXIT_USER
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert named in err and "supported" in err and "resnet_50 or hrnet_w32" in err, err
