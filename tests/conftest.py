@@ -112,3 +112,41 @@ def _limit_threads():
     except ImportError:
         pass
     yield
+
+
+# A tiny multi-animal run on the flies clip (issue 12): pose + finder trained for one epoch each at 64 px, exported
+# with FP32 and INT8 graphs. Its accuracy means nothing; it is the real pipeline end to end, for plumbing tests (the
+# runtime's outputs, the C library's multi-animal API). Frames 0-38 (every 2nd) train, 1000-1005 test.
+TINY_MULTI_RUN = [
+    "--data.path={clip}",
+    "--data.split.method=ranges",
+    "--data.split.train=0:40:2",
+    "--data.split.test=1000:1006",
+    "--data.input_size=64",
+    "--data.heatmap_size=16",
+    "--model.backbone=repvgg_a0",
+    "--skip_distill=true",
+    "--keypoints.epochs=1",
+    "--keypoints.batch_size=8",
+    "--keypoints.predict.flip_test=false",
+    "--finder.enabled=true",
+    "--finder.epochs=1",
+    "--finder.decode.input_size=64",
+    "--threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_multi_artifact(tmp_path_factory) -> Path:
+    """The artifact folder (FP32 + INT8 pose and finder graphs) of ``TINY_MULTI_RUN``."""
+    clip = data_path("data/sleap-flies-clip/clip.slp", full=True)
+    run = tmp_path_factory.mktemp("tiny-multi") / "run"
+    argv = [a.format(clip=clip) for a in TINY_MULTI_RUN] + [f"--out={run}"]
+    from export.cli import main as export_main
+    from training.full import main as train_main
+
+    assert train_main(argv) == 0
+    # A one-epoch model is too weak for verification's gates; this artifact is for plumbing (verification of the
+    # finder graphs has its own test)
+    assert export_main([str(run), "--int8", "--calib", str(clip), "--calib-size", "8", "--no-verify"]) == 0
+    return run / "export"

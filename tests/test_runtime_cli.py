@@ -300,3 +300,13 @@ def test_eval_matches_training_evaluation_without_torch(tmp_path, openfield_dir)
     assert metrics["num_samples"] == reference["num_samples"] == 21
     for key in ("rmse_px", "mean_px", "PCK@0.05", "PCK@0.1", "AP"):
         assert metrics[key] == pytest.approx(reference[key], abs=1e-6), key
+
+
+def test_single_animal_artifact_refuses_max_animals(artifact, tmp_path):
+    """--max-animals asks for the multi-animal path: an artifact without a finder says so in one line (exit 2)."""
+    import cv2
+
+    frame = tmp_path / "f.png"
+    cv2.imwrite(str(frame), np.zeros((64, 64, 3), np.uint8))
+    code = main(["predict", str(artifact), str(frame), "--out", str(tmp_path / "o"), "--max-animals", "2"])
+    assert code == 2
