@@ -34,6 +34,7 @@ so the same arguments give bit-identical files.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tardis_edge.io import strict_json
+from tardis_edge.io import atomic_write_bytes, strict_json
 
 GENERATOR = "tardis_edge.data.synthetic"
 GENERATOR_VERSION = 2  # bump whenever the drawing or the layout changes: old folders are then regenerated
@@ -811,3 +812,354 @@ class _Lighting:
         # the difference of two uniform bytes: triangular noise of std 104.5, five times cheaper than a Gaussian
         pair = np.frombuffer(rng.bytes(2 * image.size), dtype=np.uint8).reshape(2, *image.shape)
         return image + (pair[0].astype(np.float32) - pair[1]) * np.float32(self.noise_sigma / 104.5)
+
+
+# ----------------------------------------------------------------------------------------------- many animals
+
+MULTI_VIDEO_NAME = "multi_animal.mp4"
+MULTI_TRUTH_NAME = "multi_animal_truth.npz"
+_PASS_ANGLE = math.radians(45)  # headings within this of each other: an overtake; of opposite directions: head-on
+_CROSSING_DISTANCE = 0.5  # body centres closer than this x the snout-to-tail-base length: the animals cross
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Two animals meeting: the frame where their body centres come closest (< half a body length).
+
+    Attributes:
+        frame: the frame of the closest approach.
+        animals: the two identities, ascending.
+        distance: body-centre distance at that frame, image pixels.
+        kind: ``"overtake"`` (headings within 45 degrees: one passes over the other going the same way; only motion
+            tells them apart), ``"head-on"`` (within 45 degrees of opposite) or ``"cross"`` (at an angle between).
+    """
+
+    frame: int
+    animals: tuple[int, int]
+    distance: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class MultiAnimalTruth:
+    """Ground truth of the multi-animal video: identity ``i`` is index ``i`` of the animal axis in every frame.
+
+    Attributes:
+        keypoints_xy: ``(T, M, K, 2)`` float64 image pixels (pixel-centre convention), ``BODYPARTS`` order, every
+            keypoint (also those outside the frame); multiples of ``KEYPOINT_QUANTUM``.
+        inside: ``(T, M, K)`` bool: the keypoint lies in the image (``-0.5 .. W - 0.5``). Animals overlap freely
+            (a top view of animals walking over each other); only leaving the frame hides a keypoint.
+        headings: ``(T, M)`` body direction, tail to head, radians (image axes, y down).
+        crossings: every meeting of two animals, by frame.
+        image_wh: frame size ``(W, H)``.
+        fps: frame rate of the video.
+        length_px: the animals' snout-to-tail-base length (they are alike: one body plan and one colour).
+    """
+
+    keypoints_xy: np.ndarray
+    inside: np.ndarray
+    headings: np.ndarray
+    crossings: tuple[Crossing, ...]
+    image_wh: tuple[int, int]
+    fps: float
+    length_px: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.keypoints_xy.shape[0])
+
+    @property
+    def num_animals(self) -> int:
+        return int(self.keypoints_xy.shape[1])
+
+    @property
+    def present(self) -> np.ndarray:
+        """``(T, M)`` bool: some keypoint of the animal is in the frame."""
+        return self.inside.any(axis=-1)
+
+
+@dataclass(frozen=True)
+class MultiAnimalFrame:
+    """One frame of the multi-animal video: the image (BGR uint8) and ``(M, K, 2)`` true keypoints."""
+
+    image: np.ndarray
+    keypoints_xy: np.ndarray
+
+
+@dataclass(frozen=True)
+class MultiAnimalVideo:
+    """The written multi-animal video and its ground truth (``read_multi_animal_truth(truth_path)`` reads it back)."""
+
+    video_path: Path
+    truth_path: Path
+    truth: MultiAnimalTruth
+
+
+@dataclass(frozen=True)
+class _MultiScene:
+    background: np.ndarray
+    shape: _AnimalShape
+    lighting: _Lighting
+    poses: list[list[_Pose]]  # [frame][animal]
+    truth: MultiAnimalTruth
+
+
+def multi_animal_truth(
+    seed: int = 0,
+    num_animals: int = 3,
+    num_frames: int = 120,
+    image_wh: tuple[int, int] = (256, 256),
+    leaving_animal: int | None = -1,
+) -> MultiAnimalTruth:
+    """The ground truth of ``generate_multi_animal_video`` with the same arguments, without drawing a frame.
+
+    The animals run around an elliptic track along the arena's wall at different, slowly varying speeds. With
+    three or more, the last identity runs the other way (head-on passes) and the others overtake one another
+    (the same place and heading: only motion tells them apart). ``leaving_animal`` (if not None) runs out of the
+    frame once, in the second half of the video, and comes back (-1: the last identity; None: nobody leaves).
+    """
+    return _multi_scene(seed, num_animals, num_frames, image_wh, leaving_animal).truth
+
+
+def render_multi_animal_frames(
+    seed: int = 0,
+    num_animals: int = 3,
+    num_frames: int = 120,
+    image_wh: tuple[int, int] = (256, 256),
+    leaving_animal: int | None = -1,
+    clean: bool = False,
+) -> Iterator[MultiAnimalFrame]:
+    """The frames of ``generate_multi_animal_video`` (before mp4 compression) with their true keypoints.
+
+    Args:
+        clean: uniform grey background, no shadow, lighting, blur or noise: pixels under an animal's keypoints have
+            exactly its part colours where no animal drawn later (higher identity) covers them.
+    """
+    scene = _multi_scene(seed, num_animals, num_frames, image_wh, leaving_animal)
+    rng = np.random.default_rng([seed, 3])  # stream 3: per-frame shadow and sensor noise of the multi-animal video
+    w, h = image_wh
+    for t, poses in enumerate(scene.poses):
+        colour = np.zeros((h, w, 3), dtype=np.float32)
+        alpha = np.zeros((h, w), dtype=np.float32)
+        for pose in poses:  # identity order: a higher identity is drawn over a lower one
+            _, parts = _animal_geometry(scene.shape, pose)
+            top_colour, top_alpha = _draw_supersampled(parts, scene.shape.colours, image_wh)
+            colour = top_colour + colour * (1 - top_alpha[..., None])  # premultiplied "over"
+            alpha = top_alpha + alpha * (1 - top_alpha)
+        if clean:
+            image = np.float32(_CLEAN_GREY) * (1 - alpha[..., None]) + colour
+        else:
+            shadowed = _cast_shadow(rng, scene.background, alpha)
+            image = scene.lighting.apply(rng, shadowed * (1 - alpha[..., None]) + colour)
+        yield MultiAnimalFrame(np.clip(np.rint(image), 0, 255).astype(np.uint8), scene.truth.keypoints_xy[t])
+
+
+def generate_multi_animal_video(
+    out_dir: str | Path,
+    seed: int = 0,
+    num_animals: int = 3,
+    num_frames: int = 120,
+    image_wh: tuple[int, int] = (256, 256),
+    leaving_animal: int | None = -1,
+) -> MultiAnimalVideo:
+    """Write ``out_dir/multi_animal.mp4`` (mp4v, ``VIDEO_FPS``) and its ground truth ``multi_animal_truth.npz``.
+
+    The npz holds ``keypoints_xy (T, M, K, 2)``, ``inside (T, M, K)``, ``headings (T, M)``, ``bodyparts``,
+    ``crossing_frames (C,)``, ``crossing_animals (C, 2)``, ``crossing_distances (C,)``, ``crossing_kinds (C,)``,
+    ``image_wh``, ``fps`` and ``length_px``. Both files are written to temporary names and renamed into place.
+    See ``multi_animal_truth`` for the motion.
+    """
+    import cv2
+
+    scene_truth = multi_animal_truth(seed, num_animals, num_frames, image_wh, leaving_animal)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_path, truth_path = out_dir / MULTI_VIDEO_NAME, out_dir / MULTI_TRUTH_NAME
+    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{MULTI_VIDEO_NAME}.", suffix=".mp4")  # OpenCV needs .mp4
+    os.close(fd)
+    try:
+        writer = cv2.VideoWriter(tmp_name, cv2.VideoWriter_fourcc(*VIDEO_FOURCC), VIDEO_FPS, tuple(image_wh))
+        if not writer.isOpened():
+            raise RuntimeError(
+                f"OpenCV cannot write {VIDEO_FOURCC!r} video to {video_path}; install opencv-python-headless "
+                "(bundles FFmpeg)"
+            )
+        try:
+            for frame in render_multi_animal_frames(seed, num_animals, num_frames, image_wh, leaving_animal):
+                writer.write(frame.image)
+        finally:
+            writer.release()
+        os.replace(tmp_name, video_path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    crossings = scene_truth.crossings
+    np.savez(
+        buffer,
+        keypoints_xy=scene_truth.keypoints_xy,
+        inside=scene_truth.inside,
+        headings=scene_truth.headings,
+        bodyparts=np.array(BODYPARTS),
+        crossing_frames=np.array([c.frame for c in crossings], dtype=np.int64),
+        crossing_animals=np.array([c.animals for c in crossings], dtype=np.int64).reshape(-1, 2),
+        crossing_distances=np.array([c.distance for c in crossings], dtype=np.float64),
+        crossing_kinds=np.array([c.kind for c in crossings], dtype=str),
+        image_wh=np.array(image_wh, dtype=np.int64),
+        fps=np.float64(VIDEO_FPS),
+        length_px=np.float64(scene_truth.length_px),
+    )
+    atomic_write_bytes(truth_path, buffer.getvalue())
+    return MultiAnimalVideo(video_path, truth_path, scene_truth)
+
+
+def read_multi_animal_truth(path: str | Path) -> MultiAnimalTruth:
+    """The ground truth ``generate_multi_animal_video`` wrote (``multi_animal_truth.npz``)."""
+    with np.load(path, allow_pickle=False) as data:
+        crossings = tuple(
+            Crossing(int(f), (int(a[0]), int(a[1])), float(d), str(k))
+            for f, a, d, k in zip(
+                data["crossing_frames"],
+                data["crossing_animals"],
+                data["crossing_distances"],
+                data["crossing_kinds"],
+                strict=True,
+            )
+        )
+        return MultiAnimalTruth(
+            keypoints_xy=data["keypoints_xy"],
+            inside=data["inside"],
+            headings=data["headings"],
+            crossings=crossings,
+            image_wh=(int(data["image_wh"][0]), int(data["image_wh"][1])),
+            fps=float(data["fps"]),
+            length_px=float(data["length_px"]),
+        )
+
+
+def _multi_scene(
+    seed: int, num_animals: int, num_frames: int, image_wh: tuple[int, int], leaving_animal: int | None
+) -> _MultiScene:
+    """Background, the one body plan, lighting and every animal's pose per frame (stream 2 of ``seed``)."""
+    _check_args(2, num_frames, image_wh, seed)
+    if not isinstance(num_animals, int) or not 1 <= num_animals <= 8:
+        raise ValueError(f"num_animals={num_animals!r}: need an int from 1 to 8 (they share one track)")
+    if leaving_animal is not None:
+        if not -num_animals <= leaving_animal < num_animals:
+            raise ValueError(
+                f"leaving_animal={leaving_animal!r}: need None or an identity in 0..{num_animals - 1} (-1: the last)"
+            )
+        leaving_animal %= num_animals
+    rng = np.random.default_rng([seed, 2])
+    w, h = image_wh
+    background = _background(rng, image_wh)
+    shape = _AnimalShape.sample(rng, image_wh, background.reshape(-1, 3).mean(0).astype(np.float64))
+    lighting = _Lighting.sample(rng)
+    length = _SNOUT_TO_TAIL_BASE * shape.body_a + (1 + _HEAD_PIVOT) * shape.head_a  # snout to tail base, px
+
+    # The track: an ellipse around the arena (animals running along the wall), tabulated by arc length.
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    ax, ay = max(w / 2 - 0.7 * length, 0.2 * w), max(h / 2 - 0.7 * length, 0.2 * h)
+    u = np.linspace(0.0, 2 * math.pi, 4097)
+    track = np.stack([cx + ax * np.cos(u), cy + ay * np.sin(u)], axis=1)  # (4097, 2)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
+    perimeter = float(arc[-1])
+
+    # With three animals or more the last one runs the other way (head-on passes); the others start in a queue,
+    # the slowest (highest identity) in front, and animal i catches up with animal i + 1 around frame
+    # (k + 1) T / (queue length) for the k-th catch-up (the speeds' wobble moves it a little): one animal passes
+    # over another going the same way, where only motion tells them apart. Identity 0 is the fastest.
+    queue = num_animals - 1 if num_animals >= 3 else num_animals
+    base = rng.uniform(2.2, 2.8)  # px per frame of the slowest
+    speeds = np.full(num_animals, 1.5 * base)
+    speeds[:queue] = base * (1 + 2 * np.arange(queue)[::-1])
+    direction = np.where(np.arange(num_animals) < queue, 1.0, -1.0)
+    start = np.zeros(num_animals)
+    for i in range(queue - 2, -1, -1):  # animal i queues behind animal i + 1
+        catch_up = num_frames * ((queue - 1 - i) / queue + rng.uniform(-0.05, 0.05))
+        start[i] = start[i + 1] - (speeds[i] - speeds[i + 1]) * catch_up
+    start[queue:] = rng.uniform(0, perimeter, num_animals - queue)
+    start += rng.uniform(0, perimeter)  # where on the track the queue starts
+    frames = np.arange(num_frames, dtype=np.float64)
+    centres = np.zeros((num_frames, num_animals, 2))
+    for i in range(num_animals):
+        wobble = 0.1 * np.sin(2 * math.pi * frames / rng.uniform(40, 80) + rng.uniform(0, 2 * math.pi))
+        steps = direction[i] * speeds[i] * (1 + wobble[1:])
+        s = np.mod(start[i] + np.concatenate([[0.0], np.cumsum(steps)]), perimeter)
+        centres[:, i] = np.stack([np.interp(s, arc, track[:, 0]), np.interp(s, arc, track[:, 1])], axis=1)
+
+    if leaving_animal is not None and num_frames >= 24:
+        # run out of the arena once and come back: a smooth, flat-topped outward bump, centred where the animal is
+        # nearest the frame's edge in the second half of the video
+        outward = centres[:, leaving_animal] - (cx, cy)  # (T, 2)
+        radius = np.linalg.norm(outward, axis=1)
+        direction_out = outward / radius[:, None]
+        with np.errstate(divide="ignore"):
+            to_edge = np.minimum(w / 2 / np.abs(direction_out[:, 0]), h / 2 / np.abs(direction_out[:, 1])) - radius
+        late = slice(num_frames // 2, num_frames - num_frames // 6)
+        peak = late.start + int(np.argmin(to_edge[late]))
+        reach = to_edge[peak] + 1.4 * length  # the body centre 1.4 lengths beyond the edge: every keypoint out
+        ramp, hold = max(num_frames // 4, 3), max(num_frames // 24, 2)
+        bump = np.clip((ramp + hold - np.abs(frames - peak)) / ramp, 0.0, 1.0)
+        bump = 0.5 - 0.5 * np.cos(math.pi * bump)  # smooth ramps
+        centres[:, leaving_animal] += reach * bump[:, None] * direction_out
+
+    velocity = np.gradient(centres, axis=0)  # (T, M, 2) px / frame
+    headings = np.arctan2(velocity[..., 1], velocity[..., 0])  # (T, M)
+    turn = np.gradient(np.unwrap(headings, axis=0), axis=0) / np.maximum(np.linalg.norm(velocity, axis=-1), 1e-6)
+    # the posture follows the path's curvature (rad / px) smoothly: a Gaussian over +-3 frames, soft limits
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    padded = np.pad(turn, ((6, 6), (0, 0)), mode="edge")
+    turn = np.stack([np.convolve(padded[:, i], kernel / kernel.sum(), mode="valid") for i in range(num_animals)], 1)
+    head_turns = 0.6 * np.tanh(turn * 2 * shape.body_a / 0.6)  # the head turns into the curve
+    tail_bends = 1.5 * np.tanh(-turn * shape.tail_length / 1.5)  # the tail trails
+    poses: list[list[_Pose]] = []
+    keypoints = np.zeros((num_frames, num_animals, len(BODYPARTS), 2))
+    walked = np.cumsum(np.linalg.norm(velocity, axis=-1), axis=0)  # (T, M) px
+    for t in range(num_frames):
+        row = []
+        for i in range(num_animals):
+            pose = _Pose(
+                centre=(float(centres[t, i, 0]), float(centres[t, i, 1])),
+                heading=float(headings[t, i]),
+                head_turn=float(head_turns[t, i]),
+                tail_bend=float(tail_bends[t, i]),
+                gait_phase=float(walked[t, i] / shape.body_a * 4.0),
+            )
+            keypoints[t, i] = _animal_geometry(shape, pose)[0]
+            row.append(pose)
+        poses.append(row)
+
+    inside = (
+        (keypoints[..., 0] >= -0.5)
+        & (keypoints[..., 0] <= w - 0.5)
+        & (keypoints[..., 1] >= -0.5)
+        & (keypoints[..., 1] <= h - 0.5)
+    )
+    truth = MultiAnimalTruth(
+        keypoints_xy=keypoints,
+        inside=inside,
+        headings=headings,
+        crossings=_crossings(centres, headings, length),
+        image_wh=(int(w), int(h)),
+        fps=float(VIDEO_FPS),
+        length_px=float(length),
+    )
+    return _MultiScene(background, shape, lighting, poses, truth)
+
+
+def _crossings(centres: np.ndarray, headings: np.ndarray, length: float) -> tuple[Crossing, ...]:
+    """Closest approaches (local minima of the centre distance below half a body length) of every pair."""
+    found = []
+    num_frames, num_animals = centres.shape[:2]
+    for a in range(num_animals):
+        for b in range(a + 1, num_animals):
+            d = np.linalg.norm(centres[:, a] - centres[:, b], axis=-1)  # (T,)
+            for t in range(num_frames):
+                before = d[t - 1] if t > 0 else np.inf
+                after = d[t + 1] if t + 1 < num_frames else np.inf
+                if d[t] < _CROSSING_DISTANCE * length and d[t] < before and d[t] <= after:
+                    angle = abs(math.remainder(float(headings[t, a] - headings[t, b]), 2 * math.pi))
+                    kind = "overtake" if angle <= _PASS_ANGLE else "cross"
+                    kind = "head-on" if angle >= math.pi - _PASS_ANGLE else kind
+                    found.append(Crossing(t, (a, b), float(d[t]), kind))
+    return tuple(sorted(found, key=lambda c: (c.frame, c.animals)))
