@@ -158,7 +158,7 @@ class OneEuroFilter:
             self._speed = np.zeros_like(x)
             self._frame = np.full(x.shape[0], -1, dtype=np.int64)
         assert self._speed is not None and self._frame is not None
-        seen = np.isfinite(x).all(axis=-1)  # (K,)
+        seen = np.asarray(np.isfinite(x).all(axis=-1))  # (K,)
         first = seen & ~np.isfinite(self._value).all(axis=-1)
         self._value[first] = x[first]
         update = seen & ~first
@@ -306,12 +306,12 @@ class Tracker:
         out_keypoints = keypoints.copy()
         if cfg.smooth:
             by_id = {t.track_id: t for t in self._tracks}
-            for det in np.flatnonzero(track_ids >= 0):
-                track = by_id[int(track_ids[det])]
+            for row in np.flatnonzero(track_ids >= 0):
+                track = by_id[int(track_ids[row])]
                 if track.smoother is None:
                     track.smoother = OneEuroFilter(cfg.min_cutoff, cfg.beta, cfg.d_cutoff, cfg.fps)
-                smoothed = track.smoother(observed[det], frame_index)
-                out_keypoints[det] = np.where(valid[det][:, None], smoothed, keypoints[det])
+                smoothed = track.smoother(observed[row], frame_index)
+                out_keypoints[row] = np.where(valid[row][:, None], smoothed, keypoints[row])
         self._last_frame = frame_index
         return TrackedFrame(
             frame_index=frame_index,
@@ -497,7 +497,7 @@ class _Poses:
     keypoints: np.ndarray  # (N, K, 2) image px; NaN where missing or scored too low
     scores: np.ndarray  # (N, K), NaN -> 0
     boxes: np.ndarray  # (N, 4) xywh, NaN rows where none
-    area: np.ndarray  # (N,) keypoint-box area (px²), NaN without keypoints
+    area: np.ndarray  # (N,) pose_area (px²), NaN without keypoints
     well_seen: np.ndarray  # (N,) at least half the keypoints seen: the area is the animal's size
 
 

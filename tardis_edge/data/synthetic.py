@@ -875,7 +875,7 @@ class MultiAnimalTruth:
     @property
     def present(self) -> np.ndarray:
         """``(T, M)`` bool: some keypoint of the animal is in the frame."""
-        return self.inside.any(axis=-1)
+        return np.asarray(self.inside.any(axis=-1))
 
 
 @dataclass(frozen=True)
@@ -1103,7 +1103,7 @@ def _multi_scene(
         bump = 0.5 - 0.5 * np.cos(math.pi * bump)  # smooth ramps
         centres[:, leaving_animal] += reach * bump[:, None] * direction_out
 
-    velocity = np.gradient(centres, axis=0)  # (T, M, 2) px / frame
+    velocity = np.asarray(np.gradient(centres, axis=0))  # (T, M, 2) px / frame
     headings = np.arctan2(velocity[..., 1], velocity[..., 0])  # (T, M)
     turn = np.gradient(np.unwrap(headings, axis=0), axis=0) / np.maximum(np.linalg.norm(velocity, axis=-1), 1e-6)
     # the posture follows the path's curvature (rad / px) smoothly: a Gaussian over +-3 frames, soft limits
