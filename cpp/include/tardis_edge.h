@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define TARDIS_EDGE_VERSION_MAJOR 0
-#define TARDIS_EDGE_VERSION_MINOR 1
+#define TARDIS_EDGE_VERSION_MINOR 2
 #define TARDIS_EDGE_VERSION_PATCH 0
 
 typedef enum tardis_status {
@@ -139,6 +139,111 @@ TARDIS_API tardis_status tardis_runner_run(tardis_runner* runner, const tardis_i
 TARDIS_API tardis_status tardis_runner_run_boxes(tardis_runner* runner, const tardis_image* image,
                                                  const tardis_box* boxes, int num_boxes, float* keypoints_xy,
                                                  float* scores);
+
+/* ---- many animals: find, pose and track every animal ---------------------------------------------------------- */
+
+/* An artifact exported from multi-animal training has an animal finder (model.json's "finder"): a tardis_multi runs
+ * it with the pose model of a runner, frame by frame, and links the animals into tracks, exactly as the Python
+ * runtime does (tardis_edge.runtime.multi.open_multi: tardis_edge.multi.MultiAnimalPredictor +
+ * tardis_edge.tracking.Tracker):
+ *   1. boxes: the finder on the whole frame every `detect_every` frames and whenever fewer than `expected_animals`
+ *      are held (held animals no found box overlaps are kept); in between, each animal's box from its last pose;
+ *   2. pose on every box, then on the box around each pose's confident keypoints (the refine pass);
+ *   3. duplicates (two boxes on one animal) and poses with fewer than `min_keypoints` confident keypoints dropped;
+ *      at most `max_animals`, strongest first;
+ *   4. tracking: each pose gets the identity of the track whose motion-predicted keypoints it matches best (OKS and
+ *      box IoU, one optimal assignment per frame); with a known number of animals the ids stay in
+ *      0 .. max_animals - 1 and a lost animal is re-identified by position.
+ * A tardis_multi holds one video's state: call tardis_multi_reset before the next video. */
+
+typedef struct tardis_multi tardis_multi;
+
+typedef struct tardis_multi_options {
+    size_t struct_size;           /* sizeof(tardis_multi_options), set by tardis_multi_options_init: a library newer
+                                     than the caller's header reads only the fields the caller knows */
+    int max_animals;              /* most animals per frame; -1: the artifact's finder.max_animals (the most seen in
+                                     one training frame); 0: no limit */
+    int detect_every;             /* run the finder every N frames (1: every frame); pose-derived boxes in between */
+    int expected_animals;         /* run the finder on every frame holding fewer animals; -1: max_animals; 0: off */
+    const char* finder_precision; /* key of finder.models; NULL: the runner's precision ("int8": int8_cpu on OpenCV
+                                     DNN, int8_qdq on TensorRT) */
+    int min_keypoints;            /* an animal needs this many confident keypoints (score > 0.2), else it is lost */
+    double duplicate_distance;    /* two poses closer than this x the animal's size (median keypoint distance) are
+                                     one animal */
+    double keep_iou;              /* a held animal's box overlapping every found box by less than this IoU is kept */
+    /* tracking (tardis_edge.tracking.TrackerConfig; defaults are Python's) */
+    int track;                    /* 1: assign track ids; 0: every track_id is -1 */
+    double min_keypoint_score;    /* keypoints scored at or below this are ignored for matching and motion (0.2) */
+    double min_similarity;        /* a pose joins a track only with a similarity of at least this (0.3) */
+    double oks_weight;            /* weight of the keypoint similarity (OKS) against the track's prediction (1) */
+    double iou_weight;            /* weight of the box IoU (0.5) */
+    int use_motion;               /* 1: predict each track's keypoints with a constant-velocity model; 0: last pose */
+    double position_gain;         /* alpha-beta filter: share of the residual taken into the position (0.7) */
+    double velocity_rigidity;     /* 0: each keypoint moves with its own velocity; 1: all with their mean (0.5) */
+    double velocity_gain;         /* alpha-beta filter: share of the residual per frame taken into the velocity (0.3) */
+    int motion_horizon;           /* frames a lost track's prediction extrapolates (10) */
+    double lost_scale_growth;     /* a lost track's OKS scale widens by this fraction per frame lost (0.1) */
+    double ambiguity_margin;      /* two matches this close to their exchange coast on motion (0.05; 0: off) */
+    int max_age;                  /* frames a track may go unmatched and still be re-identified (30) */
+    int new_track_after;          /* frames an unmatched pose must be seen before it becomes a track (1) */
+    int smooth;                   /* 1: one-euro filter on the output keypoints of tracked animals (0) */
+    double fps;                   /* frame rate of frame_index, for the one-euro filter (30) */
+    double min_cutoff;            /* one-euro cutoff at rest, Hz (1) */
+    double beta;                  /* one-euro cutoff increase (Hz) per px/s of speed (0.2) */
+    double d_cutoff;              /* one-euro cutoff of the speed estimate, Hz (1) */
+} tardis_multi_options;
+
+/* One animal of a frame. Its keypoints are row `index` of the keypoints_xy / scores arrays of the same call. */
+typedef struct tardis_animal {
+    int track_id;   /* identity (0 .. max_animals - 1 with a known number of animals); -1: not tracked (tracking
+                       off, a pose beyond max_animals, or a new animal not yet confirmed) */
+    float score;    /* instance score: the mean keypoint score clipped to [0, 1] */
+    tardis_box box; /* the crop box its pose was predicted in (padded, the pose input's aspect), image pixels */
+} tardis_animal;
+
+/* What happened on the last frame tardis_multi_process saw. */
+typedef struct tardis_multi_frame {
+    int frame_index;
+    int detected;    /* 1: the finder ran on this frame */
+    int num_animals; /* poses of the frame (the `count` of tardis_multi_process) */
+    int num_tracked; /* of which with a track id >= 0 */
+    int num_dropped; /* animals found beyond max_animals (by the predictor or the tracker) */
+} tardis_multi_frame;
+
+/* Fill `options` with the defaults of tardis_edge.runtime.multi.open_multi (and TrackerConfig). */
+TARDIS_API void tardis_multi_options_init(tardis_multi_options* options);
+
+/* 1 if the runner's artifact has an animal finder (model.json "finder"), else 0. */
+TARDIS_API int tardis_runner_has_finder(const tardis_runner* runner);
+
+/* Multi-animal pose + tracking with `runner`'s pose model and its artifact's finder (on the runner's backend). The
+ * runner is borrowed: it must outlive the tardis_multi, and is not to be used elsewhere meanwhile (one thread).
+ * A runner whose artifact has no finder: TARDIS_ERROR_UNSUPPORTED. `options` may be NULL for the defaults. */
+TARDIS_API tardis_status tardis_multi_create(tardis_runner* runner, const tardis_multi_options* options,
+                                             tardis_multi** out_multi);
+/* Free a tardis_multi (NULL is allowed); the runner stays. */
+TARDIS_API void tardis_multi_destroy(tardis_multi* multi);
+/* Forget the held animals and every track (a new video, or a cut). */
+TARDIS_API tardis_status tardis_multi_reset(tardis_multi* multi);
+/* The most animals one frame can return (the max_animals in use; 0: no limit). */
+TARDIS_API int tardis_multi_max_animals(const tardis_multi* multi);
+
+/* The animals of the next frame of the video. `frame_index` must grow from call to call (gaps are allowed: motion
+ * is per frame index); a negative value means the last call's + 1 (0 on the first call).
+ * Outputs, `capacity` rows each: animals[capacity], keypoints_xy[capacity * K * 2] (x, y image pixels, NaN where
+ * not found), scores[capacity * K]; *count receives the number of animals, strongest first.
+ * With more animals than `capacity` the frame is still processed (the tracks move on), nothing is written but
+ * *count, and the call returns TARDIS_ERROR_INVALID_ARGUMENT: read the frame with tardis_multi_results and a larger
+ * capacity (capacity >= tardis_multi_max_animals() always suffices when that is > 0). The output pointers may be NULL
+ * when capacity is 0. */
+TARDIS_API tardis_status tardis_multi_process(tardis_multi* multi, const tardis_image* image, int frame_index,
+                                              tardis_animal* animals, float* keypoints_xy, float* scores,
+                                              int capacity, int* count);
+/* The animals of the last processed frame again (same layout and capacity rule as tardis_multi_process). */
+TARDIS_API tardis_status tardis_multi_results(const tardis_multi* multi, tardis_animal* animals, float* keypoints_xy,
+                                              float* scores, int capacity, int* count);
+/* What happened on the last processed frame (all zero before the first). */
+TARDIS_API tardis_status tardis_multi_last_frame(const tardis_multi* multi, tardis_multi_frame* info);
 
 /* ---- building blocks (for custom inference backends) ---------------------------------------------------------- */
 

@@ -30,6 +30,9 @@ public:
     // image_to_input[i]. Rows with score <= 0 are "not found" (their coordinates are unspecified).
     virtual void run(const ImageView& image, const std::vector<Affine>& image_to_input, float* keypoints_input,
                      float* scores) = 0;
+    // The raw output of a heatmap graph for the crops, (num_crops, K, H_hm, W_hm) float32 (the animal finder's
+    // centre + size maps); throws Error(UNSUPPORTED) for a graph that decodes inside.
+    virtual void run_heatmaps(const ImageView& image, const std::vector<Affine>& image_to_input, float* heatmaps) = 0;
 };
 
 // Heatmaps (n, K, H_hm, W_hm) -> keypoints in input pixels (decoded per model.json, times the stride) + scores.

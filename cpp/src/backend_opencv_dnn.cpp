@@ -62,29 +62,14 @@ public:
 
     void run(const ImageView& image, const std::vector<Affine>& image_to_input, float* keypoints_input,
              float* scores) override {
-        const int w = meta_.input_width, h = meta_.input_height, k = meta_.num_keypoints();
-        const bool swap_rb = image.bgr != (meta_.color == "BGR");
-        crop_.resize(static_cast<size_t>(w) * h * 3);
-        input_.resize(static_cast<size_t>(w) * h * 3);
+        const int k = meta_.num_keypoints();
         // One crop per forward: exported graphs may have a fixed batch of 1, and a CPU gains nothing from batching.
         for (size_t i = 0; i < image_to_input.size(); ++i) {
-            warp_affine_u8(image.data, image.width, image.height, image.stride, image_to_input[i], w, h, crop_.data(),
-                           3 * static_cast<size_t>(w), swap_rb);
-            interleaved_to_planar(crop_.data(), w, h, input_.data());
-            const int shape[4] = {1, 3, h, w};
-            cv::Mat blob(4, shape, CV_32F, input_.data());  // (1, 3, H, W), wraps input_
-            std::vector<cv::Mat> outputs;
-            try {
-                net_.setInput(blob, kInputName);
-                net_.forward(outputs, output_names_);
-            } catch (const cv::Exception& e) {
-                throw Error(TARDIS_ERROR_INFERENCE, "OpenCV DNN failed on " + model_path_ + ": " + e.what());
-            }
+            std::vector<cv::Mat>& outputs = forward(image, image_to_input[i]);
             float* kp = keypoints_input + i * k * 2;
             float* sc = scores + i * k;
             if (heatmaps_) {
-                const cv::Mat& hm = contiguous(outputs[0], static_cast<size_t>(k) * meta_.heatmap_height *
-                                                               meta_.heatmap_width, kOutputHeatmaps);
+                const cv::Mat& hm = contiguous(outputs[0], heatmap_floats(), kOutputHeatmaps);
                 decode_to_input_pixels(meta_, hm.ptr<float>(), 1, kp, sc);
             } else {
                 const cv::Mat& kps = contiguous(outputs[0], static_cast<size_t>(k) * 2, kOutputKeypoints);
@@ -95,7 +80,42 @@ public:
         }
     }
 
+    void run_heatmaps(const ImageView& image, const std::vector<Affine>& image_to_input, float* heatmaps) override {
+        if (!heatmaps_)
+            throw Error(TARDIS_ERROR_UNSUPPORTED, model_path_ + " decodes inside the graph; raw heatmaps need a graph "
+                                                                "with the output \"heatmaps\"");
+        const size_t floats = heatmap_floats();
+        for (size_t i = 0; i < image_to_input.size(); ++i) {
+            const cv::Mat& hm = contiguous(forward(image, image_to_input[i])[0], floats, kOutputHeatmaps);
+            std::copy(hm.ptr<float>(), hm.ptr<float>() + floats, heatmaps + i * floats);
+        }
+    }
+
 private:
+    size_t heatmap_floats() const {
+        return static_cast<size_t>(meta_.num_keypoints()) * meta_.heatmap_height * meta_.heatmap_width;
+    }
+
+    // Warp one crop into the graph's input and run it; the outputs of output_names_ (valid until the next call).
+    std::vector<cv::Mat>& forward(const ImageView& image, const Affine& image_to_input) {
+        const int w = meta_.input_width, h = meta_.input_height;
+        const bool swap_rb = image.bgr != (meta_.color == "BGR");
+        crop_.resize(static_cast<size_t>(w) * h * 3);
+        input_.resize(static_cast<size_t>(w) * h * 3);
+        warp_affine_u8(image.data, image.width, image.height, image.stride, image_to_input, w, h, crop_.data(),
+                       3 * static_cast<size_t>(w), swap_rb);
+        interleaved_to_planar(crop_.data(), w, h, input_.data());
+        const int shape[4] = {1, 3, h, w};
+        cv::Mat blob(4, shape, CV_32F, input_.data());  // (1, 3, H, W), wraps input_
+        try {
+            net_.setInput(blob, kInputName);
+            net_.forward(outputs_, output_names_);
+        } catch (const cv::Exception& e) {
+            throw Error(TARDIS_ERROR_INFERENCE, "OpenCV DNN failed on " + model_path_ + ": " + e.what());
+        }
+        return outputs_;
+    }
+
     // Check an output's size against model.json (K keypoints, heatmap size) and make it contiguous float32.
     const cv::Mat& contiguous(cv::Mat& m, size_t expected, const char* name) {
         if (m.type() != CV_32F || m.total() * static_cast<size_t>(m.channels()) != expected)
@@ -114,6 +134,7 @@ private:
     std::string model_path_;
     std::vector<uint8_t> crop_;
     std::vector<float> input_;
+    std::vector<cv::Mat> outputs_;
 };
 
 }  // namespace

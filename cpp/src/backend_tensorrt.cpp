@@ -111,6 +111,31 @@ public:
 
     void run(const ImageView& image, const std::vector<Affine>& image_to_input, float* keypoints_input,
              float* scores) override {
+        const int k = meta_.num_keypoints();
+        for_each_batch(image, image_to_input, [&](int first, int count) {
+            collect(count, keypoints_input + static_cast<size_t>(first) * k * 2,
+                    scores + static_cast<size_t>(first) * k);
+        });
+    }
+
+    void run_heatmaps(const ImageView& image, const std::vector<Affine>& image_to_input, float* heatmaps) override {
+        if (!heatmaps_)
+            throw Error(TARDIS_ERROR_UNSUPPORTED, engine_path_ + " decodes inside the graph; raw heatmaps need an "
+                                                                 "engine with the output \"heatmaps\"");
+        const size_t floats = static_cast<size_t>(meta_.num_keypoints()) * meta_.heatmap_height * meta_.heatmap_width;
+        for_each_batch(image, image_to_input, [&](int first, int count) {
+            cuda_check(cudaMemcpyAsync(heatmaps + floats * first, heatmaps_buf_.get(), floats * count * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_.get()),
+                       "copying heatmaps to the host");
+            cuda_check(cudaStreamSynchronize(stream_.get()), "TensorRT inference");
+        });
+    }
+
+private:
+    // Copy the image to the GPU once, then warp and infer the crops max_batch_ at a time; `collect(first, count)`
+    // takes each batch's outputs off the GPU.
+    template <typename Collect>
+    void for_each_batch(const ImageView& image, const std::vector<Affine>& image_to_input, Collect&& collect_batch) {
         cuda_check(cudaSetDevice(device_), "cudaSetDevice(" + std::to_string(device_) + ")");
         const size_t row = 3 * static_cast<size_t>(image.width);
         uint8_t* d_src = static_cast<uint8_t*>(src_.reserve(row * image.height));
@@ -118,7 +143,7 @@ public:
                                      cudaMemcpyHostToDevice, stream_.get()),
                    "copying the image to the GPU");
         const bool swap_rb = image.bgr != (meta_.color == "BGR");
-        const int w = meta_.input_width, h = meta_.input_height, k = meta_.num_keypoints();
+        const int w = meta_.input_width, h = meta_.input_height;
         const size_t crop_floats = static_cast<size_t>(3) * w * h;
         const int total = static_cast<int>(image_to_input.size());
         for (int first = 0; first < total; first += max_batch_) {
@@ -133,12 +158,10 @@ public:
                 cuda::warp_to_planar(d_src, image.width, image.height, row, image_to_input[first + i], w, h, swap_rb,
                                      d_input + crop_floats * i, stream_.get());
             infer(d_input, batch);
-            collect(count, keypoints_input + static_cast<size_t>(first) * k * 2,
-                    scores + static_cast<size_t>(first) * k);
+            collect_batch(first, count);
         }
     }
 
-private:
     // Find the artifact's tensors in the engine and check their types and sizes against model.json.
     void inspect_io() {
         bool has_input = false, has_kps = false, has_scores = false;

@@ -1,6 +1,8 @@
 // The C boundary: every entry point catches everything, stores the message in a thread-local buffer and returns a
 // status. Nothing thrown inside the library leaves it.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
@@ -8,12 +10,18 @@
 #include "decode.hpp"
 #include "error.hpp"
 #include "geometry.hpp"
+#include "multi_stream.hpp"
 #include "runner.hpp"
 #include "tardis_edge.h"
 
 struct tardis_runner {
     explicit tardis_runner(tardis::Runner&& r) : impl(std::move(r)) {}
     tardis::Runner impl;
+};
+
+struct tardis_multi {
+    tardis_multi(tardis::Runner& runner, const tardis_multi_options& options) : stream(runner, options) {}
+    tardis::MultiAnimalStream stream;
 };
 
 namespace {
@@ -46,6 +54,56 @@ tardis_status guarded(F&& body) noexcept {
 
 void require(bool ok, const char* what) {
     if (!ok) throw tardis::Error(TARDIS_ERROR_INVALID_ARGUMENT, what);
+}
+
+// The caller's options over the defaults: only the first struct_size bytes (a caller built against an older header
+// knows fewer fields; the others keep their defaults).
+tardis_multi_options read_multi_options(const tardis_multi_options* given) {
+    tardis_multi_options options = tardis::default_multi_options();
+    if (!given) return options;
+    if (given->struct_size < sizeof(size_t) + sizeof(int))
+        throw tardis::Error(TARDIS_ERROR_INVALID_ARGUMENT,
+                            "options.struct_size is " + std::to_string(given->struct_size) +
+                                "; initialise the options with tardis_multi_options_init before setting fields");
+    std::memcpy(&options, given, std::min(given->struct_size, sizeof options));
+    options.struct_size = sizeof options;
+    return options;
+}
+
+void check_outputs(const tardis_animal* animals, const float* keypoints_xy, const float* scores, int capacity,
+                   const int* count) {
+    require(count != nullptr, "count is NULL; pass the address of an int to receive the number of animals");
+    if (capacity < 0)
+        throw tardis::Error(TARDIS_ERROR_INVALID_ARGUMENT,
+                            "capacity " + std::to_string(capacity) + " is negative; pass the number of rows of the "
+                                                                     "animals, keypoints_xy and scores arrays");
+    require(capacity == 0 || (animals && keypoints_xy && scores),
+            "animals, keypoints_xy and scores must not be NULL when capacity > 0");
+}
+
+// The last frame's animals into the caller's arrays; *count is set first, so it says how many are needed.
+void write_animals(const tardis::MultiAnimalStream& stream, tardis_animal* animals, float* keypoints_xy,
+                   float* scores, int capacity, int* count) {
+    const tardis::StreamFrame& frame = stream.last();
+    const int m = static_cast<int>(frame.poses.poses.size()), k = stream.num_keypoints();
+    *count = m;
+    if (m > capacity)
+        throw tardis::Error(TARDIS_ERROR_INVALID_ARGUMENT,
+                            "frame " + std::to_string(frame.frame_index) + " has " + std::to_string(m) +
+                                " animals but capacity is " + std::to_string(capacity) +
+                                " (*count says how many); the frame was processed: read it with tardis_multi_results "
+                                "and arrays of at least " + std::to_string(m) + " rows");
+    for (int i = 0; i < m; ++i) {
+        const size_t row = static_cast<size_t>(i);
+        const tardis::CropBox& b = frame.poses.boxes[row];
+        animals[i].track_id = frame.track_ids[row];
+        animals[i].score = static_cast<float>(frame.poses.instance_scores[row]);
+        animals[i].box = tardis_box{static_cast<float>(b.cx - b.width / 2), static_cast<float>(b.cy - b.height / 2),
+                                    static_cast<float>(b.width), static_cast<float>(b.height)};
+        for (int j = 0; j < 2 * k; ++j)
+            keypoints_xy[row * 2 * k + j] = static_cast<float>(frame.keypoints[row * 2 * k + j]);
+        for (int j = 0; j < k; ++j) scores[row * k + j] = frame.poses.poses.scores[row * k + j];
+    }
 }
 
 }  // namespace
@@ -160,6 +218,74 @@ tardis_status tardis_runner_run_boxes(tardis_runner* runner, const tardis_image*
         require(boxes != nullptr, "boxes is NULL; use tardis_runner_run(..., NULL, ...) for the whole frame");
         tardis::validate_image(image);
         runner->impl.run(*image, boxes, num_boxes, keypoints_xy, scores);
+    });
+}
+
+void tardis_multi_options_init(tardis_multi_options* options) {
+    if (options) *options = tardis::default_multi_options();
+}
+
+int tardis_runner_has_finder(const tardis_runner* runner) {
+    return runner && runner->impl.metadata().finder ? 1 : 0;
+}
+
+tardis_status tardis_multi_create(tardis_runner* runner, const tardis_multi_options* options,
+                                  tardis_multi** out_multi) {
+    if (out_multi) *out_multi = nullptr;
+    return guarded([&] {
+        require(out_multi != nullptr, "out_multi is NULL; pass the address of a tardis_multi* to receive it");
+        require(runner != nullptr, "runner is NULL; create one with tardis_runner_create");
+        *out_multi = new tardis_multi(runner->impl, read_multi_options(options));
+    });
+}
+
+void tardis_multi_destroy(tardis_multi* multi) { delete multi; }
+
+tardis_status tardis_multi_reset(tardis_multi* multi) {
+    return guarded([&] {
+        require(multi != nullptr, "multi is NULL; create one with tardis_multi_create");
+        multi->stream.reset();
+    });
+}
+
+int tardis_multi_max_animals(const tardis_multi* multi) { return multi ? multi->stream.max_animals() : 0; }
+
+tardis_status tardis_multi_process(tardis_multi* multi, const tardis_image* image, int frame_index,
+                                   tardis_animal* animals, float* keypoints_xy, float* scores, int capacity,
+                                   int* count) {
+    if (count) *count = 0;
+    return guarded([&] {
+        require(multi != nullptr, "multi is NULL; create one with tardis_multi_create");
+        check_outputs(animals, keypoints_xy, scores, capacity, count);
+        tardis::validate_image(image);
+        multi->stream.process(tardis::image_view(*image), frame_index);
+        write_animals(multi->stream, animals, keypoints_xy, scores, capacity, count);
+    });
+}
+
+tardis_status tardis_multi_results(const tardis_multi* multi, tardis_animal* animals, float* keypoints_xy,
+                                   float* scores, int capacity, int* count) {
+    if (count) *count = 0;
+    return guarded([&] {
+        require(multi != nullptr, "multi is NULL; create one with tardis_multi_create");
+        check_outputs(animals, keypoints_xy, scores, capacity, count);
+        write_animals(multi->stream, animals, keypoints_xy, scores, capacity, count);
+    });
+}
+
+tardis_status tardis_multi_last_frame(const tardis_multi* multi, tardis_multi_frame* info) {
+    return guarded([&] {
+        require(multi != nullptr, "multi is NULL; create one with tardis_multi_create");
+        require(info != nullptr, "info is NULL; pass the address of a tardis_multi_frame");
+        const tardis::StreamFrame& frame = multi->stream.last();
+        *info = tardis_multi_frame{};
+        if (!multi->stream.has_frame()) return;
+        info->frame_index = frame.frame_index;
+        info->detected = frame.poses.detected ? 1 : 0;
+        info->num_animals = static_cast<int>(frame.poses.poses.size());
+        info->num_tracked = static_cast<int>(std::count_if(frame.track_ids.begin(), frame.track_ids.end(),
+                                                           [](int id) { return id >= 0; }));
+        info->num_dropped = frame.dropped;
     });
 }
 

@@ -40,6 +40,12 @@ std::string Metadata::model_keys() const {
     return keys.empty() ? "none" : keys;
 }
 
+std::string FinderSpec::model_keys() const {
+    std::string keys;
+    for (const auto& [key, entry] : models) keys += (keys.empty() ? "" : ", ") + key;
+    return keys.empty() ? "none" : keys;
+}
+
 tardis_decode_method parse_decode_method(const std::string& name, const std::string& source) {
     if (name == "argmax") return TARDIS_DECODE_ARGMAX;
     if (name == "msra") return TARDIS_DECODE_MSRA;
@@ -65,6 +71,12 @@ std::string describe(const json::Value& v) {
         }
         default: return json::type_name(v.type());
     }
+}
+
+std::string describe_number(double x) {
+    std::ostringstream s;
+    s << x;
+    return s.str();
 }
 
 const json::Value& need(const json::Value& obj, const std::string& key, json::Value::Type type,
@@ -123,6 +135,53 @@ ModelEntry parse_model(const std::string& key, const json::Value& v, const std::
         entry.engine = engine->as_string();
     }
     return entry;
+}
+
+double number_in(const json::Value& obj, const std::string& key, double fallback, double lo, double hi,
+                 bool lo_open, const std::string& where, const std::string& source) {
+    const json::Value* v = obj.find(key);
+    if (!v) return fallback;
+    const double x = v->is_number() ? v->as_number() : NAN;
+    if (!std::isfinite(x) || x < lo || (lo_open && x == lo) || x > hi)
+        bad(source, where + "\"" + key + "\" must be a number in " + (lo_open ? "(" : "[") + describe_number(lo) +
+                        ", " + describe_number(hi) + "], got " + describe(*v));
+    return x;
+}
+
+// model.json's `finder` (tardis_edge.finder.FinderConfig + the graphs), checked as the Python runtime does.
+FinderSpec parse_finder(const json::Value& v, const std::string& source) {
+    if (!v.is_object()) bad(source, "\"finder\" must be an object (the animal finder), got " + describe(v));
+    FinderSpec f;
+    const std::string where = "finder.";
+    const json::Value* size = v.find("input_size");
+    if (!size || !size->is_number() || size->as_number() != std::floor(size->as_number()) ||
+        size->as_number() < 32 || size->as_number() > 1e5)
+        bad(source, where + "input_size must be an integer >= 32, got " + (size ? describe(*size) : "nothing"));
+    f.input_size = static_cast<int>(size->as_number());
+    const json::Value* stride = v.find("stride");
+    if (!stride || !stride->is_number() || !(stride->as_number() > 0) ||
+        std::fabs(f.input_size / stride->as_number() - std::round(f.input_size / stride->as_number())) > 1e-9)
+        bad(source, where + "stride must be a positive number dividing input_size " + std::to_string(f.input_size) +
+                        ", got " + (stride ? describe(*stride) : "nothing"));
+    f.stride = stride->as_number();
+    f.sigma = number_in(v, "sigma", f.sigma, 0.0, 1e9, true, where, source);
+    f.min_score = number_in(v, "min_score", f.min_score, 0.0, 1.0, false, where, source);
+    if (f.min_score >= 1.0) bad(source, where + "min_score must be below 1, got " + describe_number(f.min_score));
+    const double most = number_in(v, "max_animals", f.max_animals, 0.0, 1e6, false, where, source);
+    if (most != std::floor(most)) bad(source, where + "max_animals must be an integer, got " + describe_number(most));
+    f.max_animals = static_cast<int>(most);
+    f.min_distance = number_in(v, "min_distance", f.min_distance, 0.0, 1e9, false, where, source);
+    f.min_box = number_in(v, "min_box", f.min_box, 0.0, 1e9, false, where, source);
+    const json::Value* models = v.find("models");
+    if (!models || !models->is_object() || models->as_object().empty())
+        bad(source, where + "models must list the finder graphs (precision -> {\"file\": ...}), got " +
+                        (models ? describe(*models) : "nothing"));
+    for (const auto& [key, value] : models->as_object()) {
+        ModelEntry entry = parse_model(key, value, source);
+        entry.outputs = {kOutputHeatmaps};  // every finder graph outputs "heatmaps" (tardis_edge.artifact)
+        f.models.emplace(key, entry);
+    }
+    return f;
 }
 
 }  // namespace
@@ -196,6 +255,19 @@ Metadata parse_metadata(const std::string& text, const std::string& source) {
                             ModelEntry{key + "_heatmaps", heatmaps_file->as_string(), {kOutputHeatmaps}, ""});
     }
     if (meta.models.empty()) bad(source, "\"models\" is empty; the artifact lists no ONNX graph");
+
+    if (const json::Value* finder = root.find("finder"); finder && !finder->is_null())
+        meta.finder = parse_finder(*finder, source);
+    if (const json::Value* sigmas = root.find("oks_sigmas"); sigmas && !sigmas->is_null()) {
+        if (!sigmas->is_array() || sigmas->as_array().size() != meta.keypoint_names.size())
+            bad(source, "\"oks_sigmas\" must hold one number per keypoint (" +
+                            std::to_string(meta.keypoint_names.size()) + "), got " + describe(*sigmas));
+        for (const auto& s : sigmas->as_array()) {
+            if (!s.is_number() || !(s.as_number() > 0) || !std::isfinite(s.as_number()))
+                bad(source, "\"oks_sigmas\" must be positive numbers, got " + describe(s));
+            meta.oks_sigmas.push_back(s.as_number());
+        }
+    }
     return meta;
 }
 

@@ -1,6 +1,7 @@
 // model.json of an artifact folder (the contract in tardis_edge/artifact.py), read and validated.
 #pragma once
 
+#include <cmath>
 #include <map>
 #include <optional>
 #include <string>
@@ -30,6 +31,21 @@ struct ModelEntry {
     bool outputs_keypoints() const { return has_output(kOutputKeypoints) && has_output(kOutputScores); }
 };
 
+// model.json's `finder` (multi-animal artifacts): the whole-frame animal finder, tardis_edge.finder.FinderConfig.
+struct FinderSpec {
+    int input_size = 256;       // side S of the square whole-frame input
+    double stride = 4.0;        // input pixels per output pixel; S / stride is an integer
+    double sigma = 2.0;         // centre Gaussian (training only)
+    double min_score = 0.3;     // a centre peak below this is no animal
+    int max_animals = 0;        // keep at most this many animals per frame; 0: no limit
+    double min_distance = 2.0;  // peaks closer than this (output pixels) are one animal
+    double min_box = 8.0;       // lower bound on a found box side, image pixels
+    std::map<std::string, ModelEntry> models;  // precision -> graph (output "heatmaps": (N, 3, S/stride, S/stride))
+
+    int output_size() const { return static_cast<int>(std::lround(input_size / stride)); }
+    std::string model_keys() const;
+};
+
 struct Metadata {
     std::string source;  // path of model.json, for messages
     std::vector<std::string> keypoint_names;
@@ -42,6 +58,8 @@ struct Metadata {
     tardis_decode_method decode_method = TARDIS_DECODE_MSRA;
     float softargmax_beta = 0.0f;  // > 0 when decode_method is soft-argmax
     std::map<std::string, ModelEntry> models;
+    std::optional<FinderSpec> finder;  // multi-animal artifacts only
+    std::vector<double> oks_sigmas;    // per keypoint (tracking's OKS); empty: not recorded
 
     int num_keypoints() const { return static_cast<int>(keypoint_names.size()); }
     // Input pixels per heatmap pixel (validated: one integer stride on both axes).
