@@ -71,3 +71,36 @@ def test_unsupported_model_types_are_refused_in_one_line(project, capsys, net_ty
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert named in err and "supported" in err and "resnet_50 or hrnet_w32" in err, err
+
+
+def test_superanimal_top_down_pose_model_matches_deeplabcut_on_crops(tmp_path, openfield_dir):
+    """A SuperAnimal pose model's config as DeepLabCut builds it (superanimal_topviewmouse, resnet_50, top-down with
+    its detector; seeded weights: we have no SuperAnimal weights) exports at its 256 x 256 crop, and the FP32 graph
+    gives DeepLabCut's model + predictor's keypoints on openfield crops."""
+    from deeplabcut.pose_estimation_pytorch.config import PoseConfig
+
+    from export.cli import main
+    from export.source import load_source
+    from export.verify import ort_session
+
+    folder = tmp_path / "superanimal_topviewmouse_resnet_50"
+    folder.mkdir()
+    config = PoseConfig.build_for_superanimal_inference(
+        super_animal="superanimal_topviewmouse", model_name="resnet_50", detector_name="fasterrcnn_resnet50_fpn_v2"
+    )
+    config.to_yaml(folder / "pytorch_config.yaml")
+    make_snapshot(folder, openfield_dir, seed=3)
+    out = tmp_path / "artifact"
+    assert main([str(folder), "--no-verify", "--out", str(out)]) == 0
+
+    source = load_source(folder)
+    assert source.input_wh == (256, 256) and source.predict.two_pass and source.schema.num_keypoints == 27
+    frames = read_frames(openfield_dir, [f"labeled-data/m4s1/img{i:04d}.png" for i in (3, 60)])
+    crops = np.stack([f[y : y + 256, x : x + 256] for f in frames for x, y in ((0, 0), (300, 200))])
+    crops = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)  # (4, 3, 256, 256) RGB 0..255
+    keypoints, scores = ort_session(out / "tardis_fp32.onnx").run(None, {"image": crops})
+    theirs = source.dlc.crop_runner()(crops, np.broadcast_to(np.eye(2, 3), (len(crops), 2, 3)))
+    found = scores > 0
+    assert found.any()
+    assert (np.linalg.norm(keypoints - theirs.keypoints, axis=-1)[found]).max() <= MAX_PX
+    np.testing.assert_allclose(scores, theirs.scores, atol=1e-4)
