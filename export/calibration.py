@@ -43,14 +43,18 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def _is_dataset(path: Path) -> bool:
-    return (path.is_dir() and (path / "config.yaml").is_file()) or (path.is_file() and path.suffix.lower() == ".json")
+    """A DeepLabCut project folder, a COCO ``.json`` or a SLEAP ``.slp`` (what ``load_dataset`` reads)."""
+    return (path.is_dir() and (path / "config.yaml").is_file()) or (
+        path.is_file() and path.suffix.lower() in (".json", ".slp")
+    )
 
 
 def calibration_crops(calib: str | Path, source: Any, size: int, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Up to ``size`` calibration crops, half whole-frame (pass 1) and half around the animal (pass 2).
 
     Args:
-        calib: a dataset (DeepLabCut project folder / ``config.yaml`` / COCO ``.json``) or a folder of images. The
+        calib: a dataset (DeepLabCut project folder / ``config.yaml`` / COCO ``.json`` / SLEAP ``.slp``) or a folder
+            of images. The
             run's own dataset contributes its *training* split only (verification uses the held-out split).
         source: the ``export.source.ExportSource`` (model, input size, box padding, split).
         size: the number of crops wanted (>= 1).
@@ -91,7 +95,7 @@ def calibration_crops(calib: str | Path, source: Any, size: int, seed: int = 0) 
         if not path.is_dir():
             raise ValueError(
                 f"calibration data {path} is neither an image folder nor a dataset (DeepLabCut project folder, its "
-                "config.yaml, or a COCO .json)"
+                "config.yaml, a COCO .json or a SLEAP .slp)"
             )
         files = image_files(path)
         chosen_files = [files[i] for i in sorted(rng.permutation(len(files))[:frames_needed])]
