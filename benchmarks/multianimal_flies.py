@@ -89,8 +89,12 @@ def score(frames: list[list], schema, predictions: dict[int, tuple]) -> dict:
     empty = (np.zeros((0, k, 2)), np.zeros((0, k)), np.zeros(0), np.zeros(0, np.int64))
     preds = [predictions.get(g[0].frame_index, empty) for g in frames]
     pose = evaluate_multi_animal(frames, [p[:3] for p in preds], schema)
+    identities = {name: i for i, name in enumerate(sorted({str(s.track) for g in frames for s in g}))}
     tracking = tracking_metrics(
-        [[(s.track, s.keypoints_xy) for s in g] for g in frames],
+        [
+            [(identities[str(s.track)], np.where((s.visible > 0)[:, None], s.keypoints_xy, np.nan)) for s in g]
+            for g in frames
+        ],
         [[(int(t), kp) for kp, t in zip(p[0], p[3], strict=True) if t >= 0] for p in preds],
         sigmas=pose["oks_sigmas"],
     )
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
             record["precisions"][precision] = {
                 "recall": pose["recall"],
                 "idf1": tracking["idf1"],
-                "id_switches": tracking["id_switches"],
+                "id_switches": tracking["num_switches"],
                 "mota": tracking["mota"],
                 "mAP": pose["AP"],
                 "fps": run["fps"],
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{precision}: {run['fps']} fps, peak {run['peak_rss_mb']} MB; test recall {pose['recall']:.4f}, "
                 f"mAP {pose['AP']:.3f}, RMSE {pose['rmse_px']:.2f} px, IDF1 {tracking['idf1']:.4f}, "
-                f"{tracking['id_switches']} identity switches, MOTA {tracking['mota']:.4f}"
+                f"{tracking['num_switches']} identity switches, MOTA {tracking['mota']:.4f}"
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, strict_json(record, indent=2) + "\n")

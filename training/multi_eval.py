@@ -127,9 +127,13 @@ def evaluate_multi(
     if any(s.track is not None for s in test_samples):
         from tardis_edge.metrics import tracking_metrics
 
+        identities = {name: i for i, name in enumerate(sorted({str(s.track) for s in test_samples}))}
         result["tracking"] = tracking_metrics(
-            [[(s.track, s.keypoints_xy) for s in g] for g in frames],
-            [list(zip(p.track_ids.tolist(), p.keypoints, strict=True)) for p in flat],
+            [
+                [(identities[str(s.track)], np.where((s.visible > 0)[:, None], s.keypoints_xy, np.nan)) for s in g]
+                for g in frames
+            ],
+            [[(int(t), kp) for t, kp in zip(p.track_ids, p.keypoints, strict=True) if t >= 0] for p in flat],
             sigmas=result["oks_sigmas"],
         )
     write_json(run_dir / "metrics_multi_test.json", result)
@@ -140,7 +144,7 @@ def evaluate_multi(
         result["recall"],
         result["rmse_px"],
         (
-            f", IDF1 {result['tracking']['idf1']:.3f}, {result['tracking']['id_switches']} identity switches"
+            f", IDF1 {result['tracking']['idf1']:.3f}, {result['tracking']['num_switches']} identity switches"
             if "tracking" in result
             else ""
         ),
