@@ -479,7 +479,8 @@ def tracking_metrics(
         recall), ``mota``, ``motp`` (mean ``1 - OKS`` of the matches), ``num_switches``, ``num_false_positives``,
         ``num_misses``, ``num_matches``, ``num_objects`` (ground-truth animal instances), ``num_predictions``,
         ``recall`` (matched / ground-truth instances), ``precision``, ``num_frames``, ``num_unique_objects``,
-        ``num_fragmentations``; plus ``min_oks`` and ``oks_sigmas``.
+        ``num_fragmentations``; plus ``switch_frames`` (the frames where an identity switched), ``min_oks`` and
+        ``oks_sigmas``.
     """
     try:
         import motmetrics
@@ -513,6 +514,7 @@ def tracking_metrics(
             raise ValueError(f"OKS sigmas must be {k} positive numbers, got {sigmas}")
         distance = np.full((len(gt_ids), len(pred_ids)), np.nan)
         if len(gt_ids) and len(pred_ids):
+            assert sigma_values is not None  # set above for this k
             area = np.array([keypoint_box_area(xy) for xy in gt_xy])  # (G,)
             oks = object_keypoint_similarity(pred_xy[None], gt_xy[:, None], area[:, None], sigma_values)  # (G, P)
             distance = np.where(oks >= min_oks, 1.0 - oks, np.nan)  # NaN: may not match
@@ -524,6 +526,8 @@ def tracking_metrics(
     for name in TRACKING_STATS:
         value = summary[name].iloc[0]
         result[name] = int(value) if name.startswith("num_") else float(value)
+    events = accumulator.mot_events
+    result["switch_frames"] = sorted({int(f) for f in events[events["Type"] == "SWITCH"].index.get_level_values(0)})
     result["min_oks"] = float(min_oks)
     result["oks_sigmas"] = [] if sigma_values is None else sigma_values.tolist()
     return result
@@ -548,21 +552,14 @@ def _frame_animals(animals: Sequence[TrackedAnimal], what: str, frame: int) -> t
 
 # ---------------------------------------------------------------- many animals per image
 def oks_matrix(truth: Sequence[Sample], keypoints: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
-    """``(G, P)`` COCO OKS between labelled animals and predicted poses ``(P, K, 2)`` (NaN keypoints: misses).
-
-    OKS = mean over labelled keypoints of ``exp(-d^2 / (2 area (2 sigma)^2))`` (COCO's formula, area as in
-    ``object_area``); an animal without a labelled keypoint has OKS 0 with everything.
-    """
-    sig2 = (2.0 * np.asarray(sigmas, np.float64)) ** 2  # (K,)
-    out = np.zeros((len(truth), len(keypoints)))
-    for g, s in enumerate(truth):
-        labelled = s.visible > 0
-        if not labelled.any() or not len(keypoints):
-            continue
-        d2 = ((np.asarray(keypoints, np.float64) - s.keypoints_xy[None]) ** 2).sum(-1)  # (P, K)
-        e = np.exp(-np.nan_to_num(d2, nan=np.inf) / (2.0 * object_area(s) * sig2[None]))  # (P, K)
-        out[g] = e[:, labelled].mean(axis=1)
-    return out
+    """``(G, P)`` COCO OKS (``object_keypoint_similarity``, area ``object_area``) between labelled animals and
+    predicted poses ``(P, K, 2)``; 0 for an animal without a labelled keypoint."""
+    if not len(truth) or not len(keypoints):
+        return np.zeros((len(truth), len(keypoints)))
+    truth_xy = np.stack([np.where((s.visible > 0)[:, None], s.keypoints_xy, np.nan) for s in truth])  # (G, K, 2)
+    area = np.array([object_area(s) if (s.visible > 0).any() else 1.0 for s in truth])  # (G,)
+    oks = object_keypoint_similarity(np.asarray(keypoints, np.float64)[None], truth_xy[:, None], area[:, None], sigmas)
+    return np.nan_to_num(oks, nan=0.0)
 
 
 def match_animals(
