@@ -2,7 +2,9 @@
 
 Slow (a fresh CMake build takes minutes on 2 cores), so CI runs it through ``scripts/build_cpp.sh`` instead and this
 test is for ``pytest -m slow``. CUDA is left out here to keep the build short; the ctest tests themselves compare the
-C++ decoding, pre-processing and OpenCV-DNN runner with the golden data and the Python pipeline.
+C++ decoding, pre-processing and OpenCV-DNN runner with the golden data and the Python pipeline, and the
+multi-animal parts (finder decode, duplicates, the assignment, the tracker, ``tardis_multi``) with the Python
+runtime.
 """
 
 from __future__ import annotations
@@ -45,4 +47,5 @@ def test_cpp_library_builds_and_passes_ctest(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "100% tests passed" in result.stdout
-    assert "test_decode" in result.stdout and "test_preprocess" in result.stdout
+    for test in ("test_decode", "test_preprocess", "test_multi_units", "test_assignment", "test_tracking"):
+        assert test in result.stdout, f"ctest did not run {test}"
