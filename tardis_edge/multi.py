@@ -80,17 +80,6 @@ class FramePoses:
         return len(self.keypoints)
 
 
-def box_iou(a: geometry.CropBox, b: geometry.CropBox) -> float:
-    """Intersection over union of two boxes."""
-    ax0, ay0, aw, ah = a.as_xywh()
-    bx0, by0, bw, bh = b.as_xywh()
-    iw = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    ih = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
 def instance_score(scores: np.ndarray) -> np.ndarray:
     """``(M, K) -> (M,)`` the mean keypoint score clipped to [0, 1] (an animal's confidence)."""
     return np.clip(np.asarray(scores, np.float64), 0.0, 1.0).mean(axis=-1) if len(scores) else np.zeros(0)
@@ -176,9 +165,13 @@ class MultiAnimalPredictor:
             raise ValueError("this model has no finder: pass boxes for every frame (--boxes) or a detector")
         found = find_animals(self.finder_runner, [frame_rgb], self.finder, self.finder_stride)[0]
         boxes = [a.crop_box(self.input_wh, self.predict.padding) for a in found]
-        for held in self.held:
-            if all(box_iou(held, b) < self.multi.keep_iou for b in boxes):
-                boxes.append(held)
+        if boxes and self.held:
+            from tardis_edge.tracking import box_iou  # here: tracking -> metrics -> multi would be a cycle at import
+
+            overlap = box_iou(np.array([h.as_xywh() for h in self.held]), np.array([b.as_xywh() for b in boxes]))
+            boxes += [h for h, row in zip(self.held, overlap, strict=True) if (row < self.multi.keep_iou).all()]
+        else:
+            boxes += self.held
         return boxes
 
     def __call__(self, frame_rgb: np.ndarray, boxes: Sequence[geometry.CropBox] | None = None) -> FramePoses:

@@ -9,7 +9,7 @@ from tardis_edge import geometry
 from tardis_edge.data.sample import KeypointSchema, Sample
 from tardis_edge.finder import FinderConfig, decode_finder, encode_targets, find_animals, frame_affine, instance_box
 from tardis_edge.metrics import evaluate_multi_animal, match_animals
-from tardis_edge.multi import MultiConfig, box_iou, deduplicate
+from tardis_edge.multi import MultiConfig, deduplicate
 
 STRIDE = 4.0
 SIDE = 128
@@ -86,13 +86,6 @@ def test_deduplicate_merges_two_boxes_on_one_animal_and_counts_those_beyond_the_
     weak = scores.copy()
     weak[3, 1:] = 0.1  # one confident keypoint: fewer than min_keypoints -> lost, not a duplicate
     assert deduplicate(poses, weak, MultiConfig(), min_score=0.2)[0] == [0, 2]
-
-
-def test_box_iou():
-    a = geometry.CropBox(10.0, 10.0, 20.0, 20.0)
-    assert box_iou(a, a) == pytest.approx(1.0)
-    assert box_iou(a, geometry.CropBox(20.0, 10.0, 20.0, 20.0)) == pytest.approx(1 / 3)
-    assert box_iou(a, geometry.CropBox(100.0, 10.0, 20.0, 20.0)) == 0.0
 
 
 def _animal(frame: int, track: str, xy: np.ndarray) -> Sample:
