@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 CONFIG_FILE = "pytorch_config.yaml"
 # DeepLabCut's backbone model_name -> the net_type a DeepLabCut user names it by
@@ -91,8 +93,8 @@ def read_model_config(path: str | Path) -> tuple[dict[str, Any], Path]:
     return config, config_path
 
 
-def check_supported(config: dict[str, Any], config_path: Path) -> DLCDecode:
-    """The decode settings of a supported model, or a ValueError naming what is not supported (one line)."""
+def check_supported(config: dict[str, Any], config_path: Path) -> None:
+    """A ValueError naming what is not supported (one line), unless ``config`` is a model this import takes."""
     method = str(config.get("method", "")).lower()
     net_type = config.get("net_type")
     model = config["model"]
@@ -124,8 +126,13 @@ def check_supported(config: dict[str, Any], config_path: Path) -> DLCDecode:
         raise _refuse(config_path, f"backbone {backbone.get('type')} {backbone.get('model_name')!r}")
     if not metadata.get("bodyparts"):
         raise ValueError(f"{config_path}: metadata.bodyparts is empty; the config names no keypoints")
+
+
+def predictor_decode(config: dict[str, Any], stride: float) -> DLCDecode:
+    """The bodypart head's ``HeatmapPredictor`` settings, with DeepLabCut's defaults for those left out."""
+    predictor = config["model"]["heads"]["bodypart"].get("predictor") or {}
     return DLCDecode(
-        stride=0.0,  # known once the model is built
+        stride=float(stride),
         apply_sigmoid=bool(predictor.get("apply_sigmoid", True)),
         clip_scores=bool(predictor.get("clip_scores", False)),
         location_refinement=bool(predictor.get("location_refinement", True)),
@@ -223,68 +230,63 @@ def require_deeplabcut() -> Any:
     return deeplabcut
 
 
-def _modules() -> tuple[Any, Any]:
-    import torch
-    from torch import nn
+class DLCBody(nn.Module):
+    """``image`` (N, 3, H, W) RGB 0..255 -> (N, K [+ 2K locref], h, w): DeepLabCut's model, its normalisation."""
 
-    class DLCBody(nn.Module):
-        """``image`` (N, 3, H, W) RGB 0..255 -> (N, K [+ 2K locref], h, w): DeepLabCut's model, its normalisation."""
+    def __init__(self, pose_model: Any, colormode: str, locref: bool, num_keypoints: int) -> None:
+        super().__init__()
+        self.pose_model = pose_model
+        self.bgr = colormode.upper() == "BGR"
+        self.locref = locref
+        self.config = BodyConfig(list(IMAGENET_MEAN), list(IMAGENET_STD), num_keypoints)
+        # albumentations' Normalize as DeepLabCut configures it: (x - 255 mean) * (1 / (255 std)), float32
+        mean = torch.tensor([255.0 * m for m in IMAGENET_MEAN], dtype=torch.float32).view(1, 3, 1, 1)
+        scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("scale", scale, persistent=False)
 
-        def __init__(self, pose_model: Any, colormode: str, locref: bool, num_keypoints: int) -> None:
-            super().__init__()
-            self.pose_model = pose_model
-            self.bgr = colormode.upper() == "BGR"
-            self.locref = locref
-            self.config = BodyConfig(list(IMAGENET_MEAN), list(IMAGENET_STD), num_keypoints)
-            # albumentations' Normalize as DeepLabCut configures it: (x - 255 mean) * (1 / (255 std)), float32
-            mean = torch.tensor([255.0 * m for m in IMAGENET_MEAN], dtype=torch.float32).view(1, 3, 1, 1)
-            scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=torch.float32).view(1, 3, 1, 1)
-            self.register_buffer("mean", mean, persistent=False)
-            self.register_buffer("scale", scale, persistent=False)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.bgr:  # a model trained on BGR frames (data.colormode); the artifact's input stays RGB
+            image = image.flip(1)
+        outputs = self.pose_model((image - self.mean) * self.scale)["bodypart"]
+        maps = [outputs["heatmap"]] + ([outputs["locref"]] if self.locref else [])
+        return torch.cat(maps, dim=1)
 
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
-            if self.bgr:  # a model trained on BGR frames (data.colormode); the artifact's input stays RGB
-                image = image.flip(1)
-            outputs = self.pose_model((image - self.mean) * self.scale)["bodypart"]
-            maps = [outputs["heatmap"]] + ([outputs["locref"]] if self.locref else [])
-            return torch.cat(maps, dim=1)
 
-    class DLCGraphDecode(nn.Module):
-        """DeepLabCut's ``HeatmapPredictor`` on the body's output, with the ops of ``export.decode_graph``.
+class DLCGraphDecode(nn.Module):
+    """DeepLabCut's ``HeatmapPredictor`` on the body's output, with the ops of ``export.decode_graph``.
 
-        ``(N, K [+ 2K], h, w)`` -> ``keypoints (N, K, 2)`` input pixels, ``scores (N, K)``; a keypoint whose score is
-        <= 0 is at (-1, -1) (the artifact's "not found").
-        """
+    ``(N, K [+ 2K], h, w)`` -> ``keypoints (N, K, 2)`` input pixels, ``scores (N, K)``; a keypoint whose score is
+    <= 0 is at (-1, -1) (the artifact's "not found").
+    """
 
-        def __init__(self, decode: DLCDecode, num_keypoints: int, heatmap_hw: tuple[int, int]) -> None:
-            super().__init__()
-            h, w = heatmap_hw
-            self.decode = decode
-            self.num_keypoints = num_keypoints
-            self.heatmap_hw = (h, w)
-            self.register_buffer("flat_positions", torch.arange(h * w, dtype=torch.float32), persistent=False)
+    def __init__(self, decode: DLCDecode, num_keypoints: int, heatmap_hw: tuple[int, int]) -> None:
+        super().__init__()
+        h, w = heatmap_hw
+        self.decode = decode
+        self.num_keypoints = num_keypoints
+        self.heatmap_hw = (h, w)
+        self.register_buffer("flat_positions", torch.arange(h * w, dtype=torch.float32), persistent=False)
 
-        def forward(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            (h, w), k, d = self.heatmap_hw, self.num_keypoints, self.decode
-            maps = maps.float()
-            heatmaps = maps[:, :k].flatten(2)  # (N, K, h*w)
-            if d.apply_sigmoid:
-                heatmaps = torch.sigmoid(heatmaps)
-            peak = heatmaps.amax(dim=-1)  # (N, K)
-            # the first maximum in row-major order, as torch.argmax in DeepLabCut's predictor (see decode_graph)
-            index = torch.where(heatmaps == peak.unsqueeze(-1), self.flat_positions, float(h * w)).amin(dim=-1)
-            y = torch.floor(index / w)
-            x = index - y * w
-            keypoints = torch.stack([x, y], dim=-1) * d.stride + 0.5 * d.stride  # (N, K, 2)
-            if d.location_refinement:
-                locref = maps[:, k : 3 * k].reshape(maps.shape[0], k, 2, h * w)  # (N, K, (x, y), h*w)
-                at = index.long().view(maps.shape[0], k, 1, 1).expand(-1, -1, 2, 1)
-                keypoints = keypoints + d.locref_std * locref.gather(-1, at).squeeze(-1)
-            scores = peak.clamp(0.0, 1.0) if d.clip_scores else peak
-            found = (scores > 0).unsqueeze(-1)
-            return torch.where(found, keypoints, torch.full_like(keypoints, -1.0)), scores
-
-    return DLCBody, DLCGraphDecode
+    def forward(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (h, w), k, d = self.heatmap_hw, self.num_keypoints, self.decode
+        maps = maps.float()
+        heatmaps = maps[:, :k].flatten(2)  # (N, K, h*w)
+        if d.apply_sigmoid:
+            heatmaps = torch.sigmoid(heatmaps)
+        peak = heatmaps.amax(dim=-1)  # (N, K)
+        # the first maximum in row-major order, as torch.argmax in DeepLabCut's predictor (see decode_graph)
+        index = torch.where(heatmaps == peak.unsqueeze(-1), self.flat_positions, float(h * w)).amin(dim=-1)
+        y = torch.floor(index / w)
+        x = index - y * w
+        keypoints = torch.stack([x, y], dim=-1) * d.stride + 0.5 * d.stride  # (N, K, 2)
+        if d.location_refinement:
+            locref = maps[:, k : 3 * k].reshape(maps.shape[0], k, 2, h * w)  # (N, K, (x, y), h*w)
+            at = index.long().view(maps.shape[0], k, 1, 1).expand(-1, -1, 2, 1)
+            keypoints = keypoints + d.locref_std * locref.gather(-1, at).squeeze(-1)
+        scores = peak.clamp(0.0, 1.0) if d.clip_scores else peak
+        found = (scores > 0).unsqueeze(-1)
+        return torch.where(found, keypoints, torch.full_like(keypoints, -1.0)), scores
 
 
 @dataclass
@@ -310,11 +312,10 @@ class DLCModel:
         return str((self.config.get("data") or {}).get("colormode") or "RGB")
 
     def graph_decode(self, num_keypoints: int, heatmap_hw: tuple[int, int]) -> Any:
-        return _modules()[1](self.decode, num_keypoints, heatmap_hw).eval()
+        return DLCGraphDecode(self.decode, num_keypoints, heatmap_hw).eval()
 
     def crop_runner(self, device: str = "cpu") -> Any:
         """The verification reference: DeepLabCut's model, transforms and predictor on crops (input pixels)."""
-        import torch
         from deeplabcut.pose_estimation_pytorch.data.transforms import build_transforms
 
         from tardis_edge.predict import CropPrediction
@@ -372,15 +373,13 @@ def load_dlc_source(
         FileNotFoundError: no ``pytorch_config.yaml`` or no snapshot.
         ImportError: DeepLabCut is not installed (the ``[dlc]`` extra).
     """
-    import torch
-
     from export.source import ExportSource
     from tardis_edge.data.dataset import flip_pairs_from_names
     from tardis_edge.data.sample import KeypointSchema
     from tardis_edge.predict import PredictConfig
 
     config, config_path = read_model_config(path)
-    decode = check_supported(config, config_path)
+    check_supported(config, config_path)
     p = Path(path)
     if snapshot is None and p.suffix == ".pt":
         snapshot = p
@@ -406,15 +405,9 @@ def load_dlc_source(
     pose_model.eval()
 
     names = tuple(str(n) for n in config["metadata"]["bodyparts"])
-    decode = DLCDecode(
-        float(pose_model.get_stride("bodypart")),
-        decode.apply_sigmoid,
-        decode.clip_scores,
-        decode.location_refinement,
-        decode.locref_std,
-    )
+    decode = predictor_decode(config, pose_model.get_stride("bodypart"))
     dlc = DLCModel(pose_model, config, config_path, decode)
-    body = _modules()[0](pose_model, dlc.colormode, decode.location_refinement, len(names)).eval()
+    body = DLCBody(pose_model, dlc.colormode, decode.location_refinement, len(names)).eval()
     with torch.no_grad():
         out = body(torch.zeros(1, 3, input_wh[1], input_wh[0]))
     expected = len(names) * (3 if decode.location_refinement else 1)
