@@ -146,9 +146,10 @@ std::vector<CropBox> MultiAnimalPredictor::detect(const ImageView& image) {
     std::vector<CropBox> boxes;
     for (const FoundAnimal& a : finder_->find(image))
         boxes.push_back(a.crop_box(meta.input_width, meta.input_height, rule_.padding));
+    const size_t found = boxes.size();
     for (const CropBox& held : held_) {  // a held animal no found box overlaps is kept (a missed detection)
         bool apart = true;
-        for (const CropBox& b : boxes) apart = apart && box_iou(held, b) < config_.keep_iou;
+        for (size_t i = 0; i < found; ++i) apart = apart && box_iou(held, boxes[i]) < config_.keep_iou;
         if (apart) boxes.push_back(held);
     }
     return boxes;

@@ -60,7 +60,7 @@ bool confident(const double* xy, float score, double min_score);
 // on the REFINE_BOX_GRID), `fallback` when none is confident.
 CropBox box_from_prediction(const double* keypoints_xy, const float* scores, int k, const CropBox& fallback,
                             int input_w, int input_h, const RefineRule& rule);
-// multi.box_iou of two crop boxes.
+// tracking.box_iou of two crop boxes (as CropBox.as_xywh).
 double box_iou(const CropBox& a, const CropBox& b);
 // multi.instance_score of one pose: the mean keypoint score clipped to [0, 1].
 double instance_score(const float* scores, int k);
