@@ -163,6 +163,37 @@ static void test_run_errors(const char* artifact) {
     tardis_runner_destroy(runner);
 }
 
+/* The multi-animal calls from C: defaults, NULL arguments, and a single-animal artifact (no finder). */
+static void test_multi_errors(const char* artifact) {
+    tardis_multi_options options;
+    tardis_multi* multi = (tardis_multi*)1; /* must be reset to NULL on failure */
+    tardis_runner* runner = NULL;
+    int count = -1;
+
+    memset(&options, 0xff, sizeof options);
+    tardis_multi_options_init(&options);
+    CHECK(options.struct_size == sizeof options && options.max_animals == -1 && options.detect_every == 1);
+    CHECK(options.expected_animals == -1 && options.finder_precision == NULL && options.track == 1);
+    CHECK(options.min_similarity == 0.3 && options.max_age == 30 && options.smooth == 0);
+    tardis_multi_options_init(NULL); /* no crash */
+    expect(tardis_multi_create(NULL, &options, &multi), TARDIS_ERROR_INVALID_ARGUMENT, "runner is NULL", "multi NULL");
+    CHECK(multi == NULL);
+    expect(tardis_multi_process(NULL, NULL, 0, NULL, NULL, NULL, 0, &count), TARDIS_ERROR_INVALID_ARGUMENT,
+           "multi is NULL", "process NULL");
+    CHECK(count == 0);
+    CHECK(tardis_runner_has_finder(NULL) == 0 && tardis_multi_max_animals(NULL) == 0);
+    tardis_multi_destroy(NULL);
+    if (!artifact) return;
+    expect(tardis_runner_create(artifact, NULL, &runner), TARDIS_OK, NULL, "create the test artifact's runner");
+    if (!runner) return;
+    if (!tardis_runner_has_finder(runner)) { /* the tiny single-animal artifact (TARDIS_TEST_ARTIFACT may have one) */
+        expect(tardis_multi_create(runner, NULL, &multi), TARDIS_ERROR_UNSUPPORTED, "has no animal finder",
+               "no finder");
+        CHECK(multi == NULL);
+    }
+    tardis_runner_destroy(runner);
+}
+
 int main(int argc, char** argv) {
     if (argc < 2 || argc > 3) {
         fprintf(stderr, "usage: %s <fixtures_dir> [<artifact_dir>]\n", argv[0]);
@@ -175,6 +206,7 @@ int main(int argc, char** argv) {
           (tardis_backend_available(TARDIS_BACKEND_OPENCV_DNN) || tardis_backend_available(TARDIS_BACKEND_TENSORRT)));
     test_create_errors(argv[1]);
     test_run_errors(argc == 3 ? argv[2] : NULL);
+    test_multi_errors(argc == 3 ? argv[2] : NULL);
     if (failures) {
         fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
         return 1;
