@@ -3,6 +3,7 @@ commands or engines, and a verification report against PyTorch on held-out real 
 
     tardis-export runs/openfield                         # FP32 graphs + verification
     tardis-export runs/openfield --fp16 --int8 --calib ../shared/data/openfield-Pranav-2018-10-30
+    tardis-export PROJECT/dlc-models-pytorch/iteration-0/NAME-trainset95shuffle1/train    # DeepLabCut 3 ([dlc] extra)
 
 Exit status (``tardis_edge.errors``): 0 success; 2 bad input (one line says what and how to fix it); 3 an artifact
 exceeded its verification threshold (named in the output and in verification.md); 4 the machine (disk full,
