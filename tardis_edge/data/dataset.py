@@ -451,7 +451,8 @@ def load_dataset(path: str | Path, **kwargs) -> PoseDataset:
 
     Args:
         path: a DeepLabCut project folder or its ``config.yaml`` (-> ``load_dlc_project``), a COCO keypoint
-            ``.json`` (-> ``load_coco_keypoints``), or a SLEAP labels file ``.slp`` (-> ``load_sleap``).
+            ``.json`` (-> ``load_coco_keypoints``), a SLEAP labels file ``.slp`` (-> ``load_sleap``), or a keypoint
+            map ``.yaml`` naming several datasets (-> ``keypoint_map.load_mapped_dataset``).
         **kwargs: passed on to the format's loader.
     """
     from tardis_edge.data.coco import load_coco_keypoints
@@ -470,7 +471,12 @@ def load_dataset(path: str | Path, **kwargs) -> PoseDataset:
         return load_coco_keypoints(p, **kwargs)
     if p.is_file() and p.suffix.lower() == ".slp":
         return load_sleap(p, **kwargs)
+    from tardis_edge.data.keypoint_map import is_keypoint_map, load_mapped_dataset
+
+    if is_keypoint_map(p):
+        return load_mapped_dataset(p, **kwargs)
     raise ValueError(
         f"cannot tell the dataset format of {p}: pass a DeepLabCut project folder (with config.yaml), "
-        "its config.yaml, a COCO keypoint .json file or a SLEAP .slp labels file"
+        "its config.yaml, a COCO keypoint .json file, a SLEAP .slp labels file or a keypoint map .yaml "
+        "(tardis_edge.data.keypoint_map)"
     )
