@@ -15,7 +15,7 @@ frames 0-999), the ``.predictions.slp`` it wrote is read back with sleap-io and 
   ``tardis_edge.metrics.tracking_metrics``);
 * the DeepLabCut multi-animal H5 is read back with pandas, the .slp with sleap-io (two tracks).
 
-The PyTorch model's own figures (the run's evaluate stage, ``metrics_multi_test.json``) are copied in beside them.
+The PyTorch model's own figures (the run's evaluate stage, ``metrics_test.json``) are copied in beside them.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "baseline_sleap_nn": SLEAP_NN,
         "precisions": {},
     }
-    pytorch = run_dir / "metrics_multi_test.json"
+    pytorch = run_dir / "metrics_test.json"
     if pytorch.is_file():
         record["pytorch_eval"] = json.loads(pytorch.read_text())
     for precision in args.precisions.split(","):

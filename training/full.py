@@ -38,6 +38,7 @@ from tardis_edge.feature_cache import ExtractConfig, FeatureCache
 from tardis_edge.models import ModelConfig, build_model
 from tardis_edge.provenance import versions
 from tardis_edge.splits import SPLIT_FILE, Split, SplitConfig, SplitError, resolve_split
+from training.adapt import AdaptConfig
 from training.common import (
     Dist,
     barrier,
@@ -57,7 +58,7 @@ from training.keypoints import KeypointsConfig, evaluate_model, final_checkpoint
 LOG = logging.getLogger("tardis")
 
 
-STAGES = ("extract", "distill", "keypoints", "finder", "evaluate")
+STAGES = ("extract", "distill", "keypoints", "finder", "evaluate", "adapt")  # adapt: only with --adapt.videos
 
 
 @dataclass
@@ -98,6 +99,7 @@ class FullConfig:
     random_teacher: str = "vits14"  # architecture of the random teacher when no checkpoint is given
     random_teacher_depth: int = 4
     skip_distill: bool = False  # ablation: stage 2 from a random-init student
+    init_from: str | None = None  # a run folder: stage 2 starts from its model (keypoints matched by name), no stage 1
     stages: list[str] = field(default_factory=lambda: list(STAGES))  # run only these (training.distill: up to distill)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,6 +108,7 @@ class FullConfig:
     keypoints: KeypointsConfig = field(default_factory=KeypointsConfig)
     finder: FinderTrainConfig = field(default_factory=FinderTrainConfig)
     multi: MultiEvalConfig = field(default_factory=MultiEvalConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)  # training/adapt.py: writes a new run folder
 
 
 def builtin_default(cfg: FullConfig) -> FullConfig:
@@ -133,7 +136,7 @@ def builtin_default(cfg: FullConfig) -> FullConfig:
 RERUN_FREE_KEYS = {
     "out", "device", "threads", "stages", "new_run", "extract.device", "extract.batch_size", "distill.num_workers",
     "keypoints.num_workers", "distill.checkpoint_every_steps", "keypoints.checkpoint_every_steps",
-    "keypoints.predict.batch_size",
+    "keypoints.predict.batch_size", "adapt",
 }  # fmt: skip
 
 
@@ -283,7 +286,11 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, val, device:
     mcfg = model_config(cfg, "keypoints", num_keypoints=dataset.schema.num_keypoints)
     torch.manual_seed(cfg.seed + 1)
     model = build_model(mcfg)
-    if not cfg.skip_distill:
+    if cfg.init_from is not None:
+        from training.adapt import load_init_weights
+
+        load_init_weights(model, cfg.init_from, dataset.schema.names)
+    elif not cfg.skip_distill:
         state = load_checkpoint(run_dir / "distill_final.pt")["model"]
         encoder = {k: v for k, v in state.items() if not k.startswith("decoder.")}
         result = model.load_state_dict(encoder, strict=False)
@@ -304,6 +311,11 @@ def stage_keypoints(cfg: FullConfig, run_dir: Path, dataset, train, val, device:
         LOG.info("few-shot: %s", subset.summary)
         train_samples = list(subset.samples)
     train_samples = [s for s in train_samples if s.labelled]
+    if cfg.keypoints.memory_replay:
+        from training.adapt import memory_replay
+
+        counts = dataset.summary.keypoint_counts
+        train_samples, _ = memory_replay(train_samples, cfg.init_from, dataset.schema.names, counts, cfg.adapt, device)
     wh = (cfg.data.input_size, cfg.data.input_size)
     hm = (cfg.data.heatmap_size, cfg.data.heatmap_size)
     return run_keypoints(
@@ -359,7 +371,10 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         finder = load_finder(run_dir, device)
     wh = (cfg.data.input_size, cfg.data.input_size)
     test_samples = [s for s in test.samples if s.labelled]
-    if test_samples:
+    metrics: dict = {}
+    if test_samples and finder is not None:
+        LOG.info("evaluate: multi-animal run: every test frame through the finder, pose and tracker (below)")
+    elif test_samples:
         metrics, kps, scores = evaluate_model(model, test_samples, dataset.schema, wh, cfg.keypoints.predict, device)
         write_json(run_dir / "metrics_test.json", metrics)
         np.savez(
@@ -370,7 +385,6 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         )
         draw_overlays(test_samples[:6], kps[:6], scores[:6], dataset.schema, run_dir / "overlays_test.png")
     else:
-        metrics = {}
         LOG.warning("evaluate: the test part has no labelled sample (%s); no test metrics", split.describe)
     finder_entry = None
     if finder is not None:
@@ -387,9 +401,10 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         }
         if test_samples:
             multi = evaluate_multi(model, finder, test_samples, dataset.schema, wh, cfg, most, device, run_dir)
-            metrics.update({f"multi_{k}": v for k, v in multi.items() if isinstance(v, (int, float))})
+            write_json(run_dir / "metrics_test.json", multi)
+            metrics.update({k: v for k, v in multi.items() if isinstance(v, (int, float))})
             metrics.update(
-                {f"multi_{k}": v for k, v in multi.get("tracking", {}).items() if isinstance(v, (int, float))}
+                {f"tracking_{k}": v for k, v in multi.get("tracking", {}).items() if isinstance(v, (int, float))}
             )
     # the deployable checkpoint: model weights + the config needed to rebuild it, and the keypoint schema
     DeployCheckpoint(
@@ -474,10 +489,12 @@ def run(cfg: FullConfig) -> int:
         barrier(d)
     dataset, split, train, val, test, unlabelled = load_data(cfg, run_dir, write=d.is_main)
     final_checkpoint_name(cfg.keypoints.final_checkpoint, has_val=bool(split.val))  # refuse a bad choice up front
+    if cfg.keypoints.memory_replay and cfg.init_from is None:
+        raise ValueError("--keypoints.memory_replay=true needs --init_from=RUN: the run whose predictions are replayed")
     timings = {}
     trained = not stage_is_done(run_dir, "keypoints")  # does this invocation train anything?
     wanted = set(cfg.stages)
-    if not cfg.skip_distill and wanted & {"extract", "distill"}:
+    if not cfg.skip_distill and cfg.init_from is None and wanted & {"extract", "distill"}:
         t = time.time()
         distill_samples = [s for s in train.samples] + unlabelled
         cache = stage_extract(cfg, run_dir, distill_samples) if d.is_main else None
@@ -548,6 +565,10 @@ def run(cfg: FullConfig) -> int:
         ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items() if isinstance(v, (int, float))),
     )
     LOG.info("run folder: %s (summary.json, metrics_test.json, curves_*.png, overlays_test.png, model.pt)", run_dir)
+    if "adapt" in wanted and cfg.adapt.videos:  # a new run folder, adapted to the videos (training/adapt.py)
+        from training.adapt import stage_adapt
+
+        stage_adapt(cfg, run_dir, device)
     return 0
 
 

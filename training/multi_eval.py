@@ -19,7 +19,6 @@ from tardis_edge.codec import flip_indices_from_pairs
 from tardis_edge.finder import FinderConfig
 from tardis_edge.multi import FramePoses, MultiAnimalPredictor, MultiConfig
 from tardis_edge.predict import PredictConfig
-from training.common import write_json
 
 LOG = logging.getLogger("tardis")
 
@@ -83,7 +82,8 @@ def predict_sequences(
 def evaluate_multi(
     model, finder, test_samples: list, schema, input_wh, cfg, most_animals: int, device, run_dir: Path
 ) -> dict:
-    """Multi-animal test metrics (``metrics_multi_test.json``) and an overlay picture (``overlays_multi_test.png``).
+    """Multi-animal test metrics (the caller writes them to ``metrics_test.json``) and an overlay picture
+    (``overlays_test.png``: the test frames where the animals are closest, coloured by identity).
 
     Args:
         model: the final pose model; ``finder`` the trained finder (both PyTorch, eval mode).
@@ -136,8 +136,7 @@ def evaluate_multi(
             [[(int(t), kp) for t, kp in zip(p.track_ids, p.keypoints, strict=True) if t >= 0] for p in flat],
             sigmas=result["oks_sigmas"],
         )
-    write_json(run_dir / "metrics_multi_test.json", result)
-    _overlay(frames, flat, schema, run_dir / "overlays_multi_test.png")
+    _overlay(frames, flat, schema, run_dir / "overlays_test.png")
     LOG.info(
         "multi-animal test: AP %.3f, recall %.3f, RMSE %.2f px%s",
         result["AP"],
