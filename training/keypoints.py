@@ -65,6 +65,7 @@ class KeypointsConfig:
     checkpoint_every_steps: int = 50
     num_workers: int = 0
     seed: int = 0
+    memory_replay: bool = False  # with --init_from: keypoints a sample's dataset lacks get that run's predictions
     geometric: GeometricConfig = field(default_factory=GeometricConfig)
     photometric: PhotometricConfig = field(default_factory=lambda: PhotometricConfig(dropout_prob=0.2))
     predict: PredictConfig = field(default_factory=PredictConfig)
