@@ -198,8 +198,10 @@ def test_adapt_stage_writes_a_new_run_that_keeps_the_split(tiny_run):
     (video,) = report["videos"]
     assert video["frames"] == 8 and video["frames_held_out"] == 0
     assert video["training_samples"] == 3  # frames 0, 2, 4, 6 of 8; frame 0 has no previous frame (temporal rule)
-    assert report["fine_tune"] == {"epochs": 1, "lr": 2e-4, "batch_size": 4, "seed": 0, "pseudo_samples": 3,
-                                   "labelled_samples": 8}  # fmt: skip
+    fine_tune = {k: v for k, v in report["fine_tune"].items() if k != "seconds_training"}
+    assert fine_tune == {"epochs": 1, "lr": 2e-4, "batch_size": 4, "seed": 0, "pseudo_samples": 3,
+                         "labelled_samples": 8}  # fmt: skip
+    assert report["fine_tune"]["seconds_training"] > 0 and video["predict_before"]["frames"] == 8
     assert report["test_before"]["rmse_px"] == json.loads((tiny_run / "metrics_test.json").read_text())["rmse_px"]
     assert report["test_after"]["rmse_px"] == json.loads((adapted / "metrics_test.json").read_text())["rmse_px"]
     for key in ("jitter_before", "jitter_after"):
@@ -320,3 +322,57 @@ def test_memory_replay_needs_init_from(tiny_run, tmp_path, capsys):
     argv = [*TINY_RUN, "--skip_distill=true", "--keypoints.memory_replay=true", f"--out={tmp_path / 'r'}"]
     assert cli(argv) == 2
     assert "memory_replay=true needs --init_from=RUN" in capsys.readouterr().err
+
+
+def test_benchmark_script_records_jitter_and_test_metrics(tiny_run, tmp_path):
+    """benchmarks/adapt_openfield.py on the tiny run's finished adaptation: what the result file records."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("adapt_openfield", Path(__file__).parents[1] / "benchmarks" /
+                                                  "adapt_openfield.py")  # fmt: skip
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    video = tiny_run / "builtin-data" / "videos" / "arena2.mp4"
+    adapted = tiny_run.with_name("run-adapted")
+    out = tmp_path / "adapt.json"
+    argv = ["--run", str(tiny_run), "--video", str(video), "--out", str(adapted), "--result", str(out), *LOOSE]
+    record = script.main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert {"command", "git_sha", "machine", "load_average_1_5_15min"} <= set(record["measured"])
+    (row,) = record["videos"]
+    assert row["before"] == json.loads((adapted / "adapt_report.json").read_text())["videos"][0]["jitter_before"]
+    assert [r["still_speed_px"] for r in row["still_speed_sensitivity"]] == [0.5, 1.0, 2.0]
+    assert record["test"]["rmse_px"]["change"] == pytest.approx(
+        record["test"]["rmse_px"]["after"] - record["test"]["rmse_px"]["before"]
+    )
+
+
+@pytest.mark.slow
+def test_multi_animal_run_pseudo_labels_every_animal_on_train_frames_only(tmp_path):
+    """A tiny flies run (pose + finder, 64 px, one epoch each) adapted to clip.mp4 frames 990-1009: its test frames
+    1000-1005 are held out; every fly found is predicted, linked by the tracker, and the finder is kept."""
+    from conftest import TINY_MULTI_RUN, data_path
+
+    from training.adapt import main as adapt_main
+    from training.full import main as train_main
+
+    clip = data_path("data/sleap-flies-clip/clip.slp", full=True)
+    run = tmp_path / "flies"
+    assert train_main([a.format(clip=clip) for a in TINY_MULTI_RUN] + [f"--out={run}"]) == 0
+    out = tmp_path / "flies-adapted"
+    argv = [str(run), str(clip.with_suffix(".mp4")), *LOOSE, "--adapt.frames=990:1010", "--adapt.train_every=1",
+            "--threads=1", f"--out={out}"]  # fmt: skip
+    assert adapt_main(argv) == 0
+    report = json.loads((out / "adapt_report.json").read_text())
+    (video,) = report["videos"]
+    assert video["frames"] == 20 - 6 and video["frames_held_out"] == 6
+    before = VideoPoses.load(out / "adapt" / "00-clip.before.npz")
+    assert set(before.frame_index) <= set(range(990, 1000)) | set(range(1006, 1010))
+    per_frame = np.bincount(before.frame_index)
+    assert per_frame.max() == 2 and (before.track >= 0).mean() > 0.9  # up to two flies a frame, linked by the tracker
+    assert "tracking_idf1" in report["test_after"] and "tracking_idf1" in report["test_before"]
+    from tardis_edge.checkpoint import DeployCheckpoint
+
+    original, adapted = DeployCheckpoint.load(run / "model.pt"), DeployCheckpoint.load(out / "model.pt")
+    assert adapted.finder is not None and adapted.split == original.split
+    assert all(torch.equal(adapted.finder["model"][k], v) for k, v in original.finder["model"].items())

@@ -624,7 +624,7 @@ def adapt_run(cfg, device: torch.device) -> dict:
     from tardis_edge.multi import MultiConfig
     from tardis_edge.provenance import versions
     from tardis_edge.splits import SPLIT_FILE
-    from training.common import Dist, mark_stage_done, setup_logging, stage_is_done, write_json
+    from training.common import Dist, mark_stage_done, read_stage_summary, setup_logging, stage_is_done, write_json
     from training.finder import group_by_image
     from training.full import load_data, stage_evaluate
     from training.keypoints import run_keypoints
@@ -668,19 +668,8 @@ def adapt_run(cfg, device: torch.device) -> dict:
         if not frames:
             raise ValueError(f"{video}: no frame left to adapt to ({len(excluded)} are the run's val/test frames)")
         stem = f"{len(per_video):02d}-{video.stem}"
-        path = pseudo_dir / f"{stem}.before.npz"
-        if path.is_file():
-            poses = VideoPoses.load(path)
-            LOG.info("adapt: %s: predictions of the original model read from %s", video.name, path)
-        else:
-            LOG.info(
-                "adapt: predicting %d frames of %s with the original model (%d held out)",
-                len(frames),
-                video,
-                len(excluded),
-            )
-            poses = before_model.predict_video(video, frames, f"predict {video.name} (original)")
-            poses.save(path)
+        LOG.info("adapt: %s: %d frames (%d of the run's val/test frames held out)", video, len(frames), len(excluded))
+        poses, timing = predicted(before_model, video, frames, pseudo_dir / f"{stem}.before.npz", "original")
         keep, counts = select_pseudo_labels(poses, a)
         chosen = pseudo_samples(poses, keep, video, image_wh, a.train_every, before_model.predict.padding)
         samples += chosen
@@ -705,6 +694,7 @@ def adapt_run(cfg, device: torch.device) -> dict:
                 "pseudo_labels": counts,
                 "kept_share_per_keypoint": kept_share,
                 "training_samples": len(chosen),
+                "predict_before": timing,
             }
         )
     if not samples:
@@ -736,6 +726,7 @@ def adapt_run(cfg, device: torch.device) -> dict:
             Dist(),
             dict(before_model.checkpoint.model_config),
         )
+    t_eval = time.time()
     metrics = stage_evaluate(cfg, out, dataset, split, test, device)
     result = {
         "source": str(source),
@@ -749,7 +740,9 @@ def adapt_run(cfg, device: torch.device) -> dict:
             "seed": ft.seed,
             "pseudo_samples": len(samples),
             "labelled_samples": len(labelled),
+            "seconds_training": read_stage_summary(out, "keypoints").get("seconds_training"),
         },
+        "evaluate_seconds": time.time() - t_eval,
         "videos": per_video,
     }
     if a.predict_after:
@@ -757,14 +750,10 @@ def adapt_run(cfg, device: torch.device) -> dict:
         for entry in per_video:
             video = Path(entry["video"])
             before = VideoPoses.load(pseudo_dir / f"{entry['stem']}.before.npz")
-            path = pseudo_dir / f"{entry['stem']}.after.npz"
-            if path.is_file():
-                after = VideoPoses.load(path)
-            else:
-                after = after_model.predict_video(
-                    video, np.unique(before.frame_index).tolist(), f"predict {video.name} (adapted)"
-                )
-                after.save(path)
+            frames = np.unique(before.frame_index).tolist()
+            after, entry["predict_after"] = predicted(
+                after_model, video, frames, pseudo_dir / f"{entry['stem']}.after.npz", "adapted"
+            )
             still = still_rows(before, min_found, a.still_window, a.still_speed_px)
             entry["jitter_before"] = jitter_report(before, still, min_found, a.jump_px, names)
             entry["jitter_after"] = jitter_report(
@@ -784,10 +773,35 @@ def adapt_run(cfg, device: torch.device) -> dict:
     return result
 
 
+def predicted(
+    source: PoseSource, video: Path, frames: Sequence[int], path: Path, which: str
+) -> tuple[VideoPoses, dict]:
+    """``source``'s predictions of ``frames``, kept in ``path`` (read back on a rerun), and how long they took
+    (``path`` with ``.json``: seconds, CPU seconds, load average when they were made)."""
+    from training.common import write_json
+
+    sidecar = path.with_suffix(".json")
+    if path.is_file():
+        LOG.info("adapt: %s: predictions of the %s model read from %s", video.name, which, path)
+        return VideoPoses.load(path), json.loads(sidecar.read_text()) if sidecar.is_file() else {"seconds": None}
+    t0, cpu0 = time.time(), time.process_time()
+    poses = source.predict_video(video, frames, f"predict {video.name} ({which})")
+    timing = {"frames": len(frames), "seconds": time.time() - t0, "cpu_s": time.process_time() - cpu0,
+              "load_average": list(os.getloadavg())}  # fmt: skip
+    poses.save(path)
+    write_json(sidecar, timing)
+    return poses, timing
+
+
 def _scalar_metrics(path: Path) -> dict | None:
+    """The numbers of a ``metrics_test.json`` as the evaluate stage returns them (a multi-animal run's tracking
+    metrics as ``tracking_<name>``)."""
     if not path.is_file():
         return None
-    return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, (int, float))}
+    metrics = json.loads(path.read_text())
+    out = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    out.update({f"tracking_{k}": v for k, v in (metrics.get("tracking") or {}).items() if isinstance(v, (int, float))})
+    return out
 
 
 def stage_adapt(cfg, run_dir: Path, device: torch.device) -> dict:
