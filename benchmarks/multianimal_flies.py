@@ -4,8 +4,10 @@ torch-free runtime, into benchmarks/results/multianimal-flies.json (the README's
     python benchmarks/multianimal_flies.py runs/flies/export --python /path/to/runtime-venv/bin/python
 
 Per precision (``fp32``, ``int8``): ``tardis-edge predict ARTIFACT clip.mp4`` in its own process over the whole clip
-(1500 frames; the finder every ``--detect-every`` frames), fps from its summary and the child's peak RSS
-(``benchmarks/runtime_openfield.run_predict``). Then, on the test part only (frames 1000-1499; the model trained on
+(1500 frames), fps from its summary and the child's peak RSS (``benchmarks/runtime_openfield.run_predict``). Two
+settings: the headline (``precisions``: the finder every ``--detect-every`` frames, default 5, and one pose pass in
+the box around each fly's previous pose in between, ``--no-refine-tracked``) and, for comparison, the finder and the
+refine pass on every frame (``every_frame_finder``). Then, on the test part only (frames 1000-1499; the model trained on
 frames 0-999), the ``.predictions.slp`` it wrote is read back with sleap-io and scored against ``clip.slp``:
 
 * pose: COCO mAP over every predicted fly (pycocotools; OKS sigmas uniform 0.1, DeepLabCut 3's default, as the flies
@@ -106,12 +108,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("artifact", type=Path, help="the flies run's artifact folder (tardis-export runs/flies)")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the torch-free runtime")
     parser.add_argument("--precisions", default="fp32,int8")
-    parser.add_argument("--detect-every", type=int, default=1)
+    parser.add_argument("--detect-every", type=int, default=5, help="the headline setting (precisions)")
+    parser.add_argument(
+        "--refine-tracked", action="store_true", help="headline setting: also the refine pass between finder runs"
+    )
+    parser.add_argument(
+        "--no-every-frame", action="store_true", help="skip the comparison run with the finder on every frame"
+    )
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames (a quick check)")
     parser.add_argument("--out", type=Path, default=RESULTS / "multianimal-flies.json")
     args = parser.parse_args(argv)
     args.overlay = False
-    args.predict_args = ["--detect-every", str(args.detect_every)]
     frames, schema = test_frames(CLIP / "clip.slp")
     run_dir = args.artifact.resolve().parent
     record: dict = {
@@ -123,54 +130,68 @@ def main(argv: list[str] | None = None) -> dict:
             "test_frames": f"{TEST_FRAMES[0]}-{TEST_FRAMES[1] - 1} ({len(frames)} labelled frames)",
         },
         "detect_every": args.detect_every,
+        "refine_tracked": args.refine_tracked,
         "baseline_sleap_nn": SLEAP_NN,
         "precisions": {},
     }
+    settings = [("precisions", args.detect_every, args.refine_tracked)]
+    if not args.no_every_frame:
+        settings.append(("every_frame_finder", 1, True))
+        record["every_frame_finder"] = {}
     pytorch = run_dir / "metrics_test.json"
     if pytorch.is_file():
         record["pytorch_eval"] = json.loads(pytorch.read_text())
-    for precision in args.precisions.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            run = run_predict(args.python, args.artifact, CLIP / "clip.mp4", precision, out, args)
-            slp = out / "clip.predictions.slp"
-            predictions, num_tracks, num_frames = read_predictions(slp, list(schema.names))
-            h5 = next(out.glob("clip*_el.h5"))
-            import pandas as pd
-
-            table = pd.read_hdf(h5)
-            result = score(frames, schema, predictions)
-            pose, tracking = result["pose"], result["tracking"]
-            record["precisions"][precision] = {
-                "recall": pose["recall"],
-                "idf1": tracking["idf1"],
-                "id_switches": tracking["num_switches"],
-                "mota": tracking["mota"],
-                "mAP": pose["AP"],
-                "fps": run["fps"],
-                "peak_rss_mb": run["peak_rss_mb"],
-                "rmse_px": pose["rmse_px"],
-                "per_keypoint_rmse_px": {n: v["rmse_px"] for n, v in pose["per_keypoint"].items()},
-                "frames_all_found": pose["frames_all_found"],
-                "pose": pose,
-                "tracking": tracking,
-                "run": run,
-                "read_back": {
-                    "slp_tracks": num_tracks,
-                    "slp_frames": num_frames,
-                    "dlc_h5_shape": list(table.shape),
-                    "dlc_h5_levels": list(table.columns.names),
-                },
-            }
-            print(
-                f"{precision}: {run['fps']} fps, peak {run['peak_rss_mb']} MB; test recall {pose['recall']:.4f}, "
-                f"mAP {pose['AP']:.3f}, RMSE {pose['rmse_px']:.2f} px, IDF1 {tracking['idf1']:.4f}, "
-                f"{tracking['num_switches']} identity switches, MOTA {tracking['mota']:.4f}"
-            )
+    for key, detect_every, refine_tracked in settings:
+        args.predict_args = ["--detect-every", str(detect_every)] + ([] if refine_tracked else ["--no-refine-tracked"])
+        for precision in args.precisions.split(","):
+            record[key][precision] = measure(args, precision, frames, schema, f"detect_every {detect_every}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, strict_json(record, indent=2) + "\n")
     print(f"wrote {args.out}")
     return record
+
+
+def measure(args: argparse.Namespace, precision: str, frames: list[list], schema, label: str) -> dict:
+    """One ``tardis-edge predict`` run over the clip, scored on the test part."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        run = run_predict(args.python, args.artifact, CLIP / "clip.mp4", precision, out, args)
+        slp = out / "clip.predictions.slp"
+        predictions, num_tracks, num_frames = read_predictions(slp, list(schema.names))
+        h5 = next(out.glob("clip*_el.h5"))
+        import pandas as pd
+
+        table = pd.read_hdf(h5)
+        result = score(frames, schema, predictions)
+        pose, tracking = result["pose"], result["tracking"]
+        entry = {
+            "recall": pose["recall"],
+            "idf1": tracking["idf1"],
+            "id_switches": tracking["num_switches"],
+            "mota": tracking["mota"],
+            "mAP": pose["AP"],
+            "fps": run["fps"],
+            "peak_rss_mb": run["peak_rss_mb"],
+            "rmse_px": pose["rmse_px"],
+            "per_keypoint_rmse_px": {n: v["rmse_px"] for n, v in pose["per_keypoint"].items()},
+            "frames_all_found": pose["frames_all_found"],
+            "pose": pose,
+            "tracking": tracking,
+            "run": run,
+            "read_back": {
+                "slp_tracks": num_tracks,
+                "slp_frames": num_frames,
+                "dlc_h5_shape": list(table.shape),
+                "dlc_h5_levels": list(table.columns.names),
+            },
+        }
+        print(
+            f"{label}, {precision}: {run['fps']} fps, peak {run['peak_rss_mb']} MB; test recall "
+            f"{pose['recall']:.4f}, mAP {pose['AP']:.3f}, RMSE {pose['rmse_px']:.2f} px, "
+            f"IDF1 {tracking['idf1']:.4f}, "
+            f"{tracking['num_switches']} identity switches, MOTA {tracking['mota']:.4f}"
+        )
+        return entry
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Per frame:
    between, each animal's box comes from its own previous pose (``predict.box_from_prediction``), as mmdeploy's
    PoseTracker and DLC-live's ``SkipFrames`` do.
 2. **Pose.** Top-down pose on all boxes of the frame in one batch (``predict.predict_boxes``), then, with
-   ``two_pass``, again on a box around each animal's own confident keypoints.
+   ``two_pass``, again on a box around each animal's own confident keypoints (on frames between finder runs only
+   with ``refine_tracked``: the held box already frames the animal's previous pose).
 3. **Duplicates.** Two boxes on one animal converge on the same pose: poses whose confident keypoints lie within
    ``duplicate_distance`` x the animal's size of each other are one animal (the stronger is kept); an animal with
    fewer than ``min_keypoints`` confident keypoints is dropped (lost). At most ``max_animals`` are kept.
@@ -39,6 +40,8 @@ class MultiConfig:
     min_keypoints: int = 3  # an animal needs this many confident keypoints (else it is lost)
     duplicate_distance: float = 0.25  # median keypoint distance / animal size below which two poses are one animal
     keep_iou: float = 0.3  # a held box overlapping a found box by less than this IoU is kept on detection frames
+    refine_tracked: bool = True  # frames without a finder run: also the refine pass (False: one pass in the held box,
+    # which already frames the animal's previous pose, as mmdeploy's PoseTracker does; about half the pose cost)
 
     def __post_init__(self) -> None:
         if self.detect_every < 1 or self.max_animals < 0 or self.expected_animals < 0 or self.min_keypoints < 1:
@@ -190,7 +193,7 @@ class MultiAnimalPredictor:
         frames = [frame_rgb] * len(first)
         keypoints, scores = predict_boxes(self.crop_runner, frames, first, self.input_wh, cfg, self.flip_indices)
         final = first
-        if cfg.two_pass:
+        if cfg.two_pass and (detected or boxes is not None or self.multi.refine_tracked):
             final = [
                 box_from_prediction(kp, s, b, self.input_wh, cfg)
                 for kp, s, b in zip(keypoints, scores, first, strict=True)

@@ -199,7 +199,9 @@ def _overlay(frames: list[list], poses: list[FramePoses], schema, path: Path, co
         lo, hi = np.nanmin(xy, axis=0) - 60, np.nanmax(xy, axis=0) + 60
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(hi[1], lo[1])
-        ax.set_title(f"{frame_title(frames[i][0].sample_id)}: {pose.num_animals} found", fontsize=9)
+        first = frames[i][0]
+        name = f"frame {first.frame_index}" if first.frame_index is not None else frame_title(first.sample_id)
+        ax.set_title(f"{name}: {pose.num_animals} found, {len(frames[i])} labelled", fontsize=9)
     fig.suptitle("test frames with the animals closest together: colour = identity, white x = label", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

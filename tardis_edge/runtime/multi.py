@@ -114,8 +114,13 @@ class MultiAnimalStream:
         """The tracked animals of the next frame (``color``: the frame's channel order, ``RGB`` or ``BGR``)."""
         if color not in ("RGB", "BGR"):
             raise ValueError(f"color must be 'RGB' or 'BGR', got {color!r}")
-        rgb = frame[..., ::-1] if color == "BGR" else frame
-        poses = self.predictor(np.ascontiguousarray(rgb), boxes)
+        if color == "BGR":
+            import cv2
+
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)  # ~10x faster than a reversed-channel copy of a large frame
+        else:
+            rgb = np.ascontiguousarray(frame)
+        poses = self.predictor(rgb, boxes)
         boxes_xywh = np.array([b.as_xywh() for b in poses.boxes]).reshape(-1, 4)
         tracked = self.tracker.update(poses.keypoints, poses.scores, boxes_xywh, frame_index)
         poses.track_ids = tracked.track_ids
@@ -193,6 +198,7 @@ def open_multi(
     tracker: TrackerConfig | None = None,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    refine_tracked: bool = True,
     **runner_options: Any,
 ) -> MultiAnimalRunner:
     """Open a multi-animal artifact (pose graph + finder graph) for tracking every animal.
@@ -204,6 +210,7 @@ def open_multi(
         detect_every: run the finder every N frames; pose-derived boxes in between.
         expected_animals: run the finder on every frame holding fewer animals (default: ``max_animals``).
         tracker: tracker settings (default: ``TrackerConfig(max_animals=...)``).
+        refine_tracked: on frames without a finder run, also the refine pass (False: one pass in the held box).
     """
     kind = Backend.parse(backend)
     folder = Path(artifact_path)
@@ -211,8 +218,9 @@ def open_multi(
     runner = open_runner(folder, kind, precision, providers, threads=threads, **runner_options)
     try:
         multi = multi_runner(
-            runner, folder, kind, precision, max_animals, detect_every, expected_animals, tracker, providers, threads
-        )
+            runner, folder, kind, precision, max_animals, detect_every, expected_animals, tracker, providers, threads,
+            refine_tracked,
+        )  # fmt: skip
         multi.owns_runner = True
         return multi
     except Exception:
@@ -231,6 +239,7 @@ def multi_runner(
     tracker: TrackerConfig | None = None,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    refine_tracked: bool = True,
 ) -> MultiAnimalRunner:
     """A ``MultiAnimalRunner`` around an open pose ``runner`` of the artifact in ``folder`` (see ``open_multi``)."""
     finder_cfg, stride = finder_config(runner.metadata, max_animals)
@@ -239,6 +248,7 @@ def multi_runner(
         detect_every=detect_every,
         max_animals=most,
         expected_animals=most if expected_animals is None else expected_animals,
+        refine_tracked=refine_tracked,
     )
     if tracker is None:
         tracker = TrackerConfig(max_animals=most or None, oks_sigmas=_sigmas(runner.metadata))
