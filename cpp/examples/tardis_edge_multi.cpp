@@ -4,14 +4,16 @@
 //   tardis_edge_multi ARTIFACT_DIR VIDEO|CAMERA_INDEX [--out tracks.csv] [--backend auto|opencv-dnn|tensorrt]
 //                     [--precision fp32] [--engine FILE] [--finder-precision P] [--max-animals N]
 //                     [--detect-every N] [--expected-animals N] [--max-frames N] [--no-track] [--smooth]
+//                     [--no-refine-tracked]
 //
 // Per frame, as `tardis-edge predict --max-animals` (the Python runtime): the finder on the whole frame (every
 // --detect-every frames, and whenever fewer than --expected-animals are held), pose on each animal's box and on the
-// refined box, duplicates dropped, track ids from the tracker. CSV: one row per animal: frame, track_id (-1: not
-// tracked), score (instance score), box_x, box_y, box_w, box_h (the crop box, image pixels), then <name>_x, <name>_y,
-// <name>_score per keypoint ("nan" where not found). Without --out the CSV goes to stdout; with it, to a temporary
-// file renamed onto the target at the end. Timing and counts go to stderr: the frame rate of the library calls
-// (pre-processing + inference + decoding + tracking) and of the whole loop (also video decoding and CSV writing).
+// refined box (between finder runs only the first with --no-refine-tracked), duplicates dropped, track ids from the
+// tracker. CSV: one row per animal: frame, track_id (-1: not tracked), score (instance score), box_x, box_y, box_w,
+// box_h (the crop box, image pixels), then <name>_x, <name>_y, <name>_score per keypoint ("nan" where not found).
+// Without --out the CSV goes to stdout; with it, to a temporary file renamed onto the target at the end. Timing and
+// counts go to stderr: the frame rate of the library calls (pre-processing + inference + decoding + tracking) and of
+// the whole loop (also video decoding and CSV writing).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,7 +32,8 @@ int usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s ARTIFACT_DIR VIDEO|CAMERA_INDEX [--out FILE.csv] [--backend auto|opencv-dnn|tensorrt]\n"
                  "       [--precision fp32] [--engine FILE] [--finder-precision P] [--max-animals N]\n"
-                 "       [--detect-every N] [--expected-animals N] [--max-frames N] [--no-track] [--smooth]\n",
+                 "       [--detect-every N] [--expected-animals N] [--max-frames N] [--no-track] [--smooth]\n"
+                 "       [--no-refine-tracked]\n",
                  argv0);
     return 2;
 }
@@ -79,6 +82,10 @@ int main(int argc, char** argv) {
         }
         if (arg == "--smooth") {
             options.smooth = 1;
+            continue;
+        }
+        if (arg == "--no-refine-tracked") {
+            options.refine_tracked = 0;
             continue;
         }
         if (i + 1 >= argc) return usage(argv[0]);

@@ -171,6 +171,8 @@ typedef struct tardis_multi_options {
     double duplicate_distance;    /* two poses closer than this x the animal's size (median keypoint distance) are
                                      one animal */
     double keep_iou;              /* a held animal's box overlapping every found box by less than this IoU is kept */
+    int refine_tracked;           /* 1: the refine pass also on frames without a finder run; 0: one pose pass in the
+                                     held box there (about half the pose cost, as mmdeploy's PoseTracker) */
     /* tracking (tardis_edge.tracking.TrackerConfig; defaults are Python's) */
     int track;                    /* 1: assign track ids; 0: every track_id is -1 */
     double min_keypoint_score;    /* keypoints scored at or below this are ignored for matching and motion (0.2) */

@@ -177,7 +177,7 @@ FramePoses MultiAnimalPredictor::operator()(const ImageView& image) {
     poses.k = k;
     predict(image, first, &poses);
     std::vector<CropBox> final_boxes = first;
-    if (rule_.two_pass) {
+    if (rule_.two_pass && (out.detected || config_.refine_tracked)) {
         for (size_t i = 0; i < first.size(); ++i)
             final_boxes[i] = box_from_prediction(poses.keypoints_of(i), poses.scores_of(i), k, first[i],
                                                  meta.input_width, meta.input_height, rule_);

@@ -24,6 +24,7 @@ struct MultiConfig {
     int min_keypoints = 3;             // an animal needs this many confident keypoints (else it is lost)
     double duplicate_distance = 0.25;  // median keypoint distance / animal size below which two poses are one
     double keep_iou = 0.3;             // a held box overlapping every found box by less than this is kept
+    bool refine_tracked = true;        // frames without a finder run: also the refine pass (false: one pass)
 };
 
 // The refine-box rule of predict.PredictConfig as the runtime sets it (runtime.boxes.FollowConfig).

@@ -48,6 +48,7 @@ MultiConfig multi_config(const tardis_multi_options& options, int most) {
     c.min_keypoints = options.min_keypoints;
     c.duplicate_distance = options.duplicate_distance;
     c.keep_iou = options.keep_iou;
+    c.refine_tracked = options.refine_tracked != 0;
     return c;
 }
 
@@ -91,6 +92,7 @@ tardis_multi_options default_multi_options() {
     o.min_keypoints = multi.min_keypoints;
     o.duplicate_distance = multi.duplicate_distance;
     o.keep_iou = multi.keep_iou;
+    o.refine_tracked = multi.refine_tracked;
     const TrackerConfig t;
     o.track = 1;
     o.min_keypoint_score = t.min_keypoint_score;

@@ -41,8 +41,13 @@ from tardis_edge.predict import PredictConfig, box_from_prediction
 SKIP = 77
 VIDEO = "data/openfield-Pranav-2018-10-30/videos/m3v1mp4.mp4"
 FRAMES = 10  # the whole fixture video
-# name -> open_multi options: the finder on every frame; and every 4th frame only, pose-derived boxes in between
-CONFIGS = {"every_frame": {"detect_every": 1}, "held_boxes": {"detect_every": 4, "expected_animals": 0}}
+# name -> open_multi options: the finder on every frame; every 4th frame only, pose-derived boxes in between (with
+# and without the refine pass there)
+CONFIGS = {
+    "every_frame": {"detect_every": 1},
+    "held_boxes": {"detect_every": 4, "expected_animals": 0},
+    "held_one_pass": {"detect_every": 4, "expected_animals": 0, "refine_tracked": False},
+}
 KEYPOINTS = ["head", "left", "right", "body", "tail"]
 INPUT, HEATMAP, FINDER_INPUT, FINDER_STRIDE = 64, 16, 64, 4
 

@@ -118,13 +118,14 @@ struct Outputs {
 
 // One configuration of make_multi_reference.py's CONFIGS against its reference file.
 void compare_config(tardis_runner* runner, const std::vector<cv::Mat>& frames, const std::string& reference,
-                    int detect_every, int expected_animals, bool grid_steps) {
+                    int detect_every, int expected_animals, bool refine_tracked, bool grid_steps) {
     const std::vector<Frame> ref = read_reference(reference);
     CHECK_MSG(ref.size() == frames.size(), reference + ": " + std::to_string(ref.size()) + " frames");
     tardis_multi_options options;
     tardis_multi_options_init(&options);
     options.detect_every = detect_every;
     options.expected_animals = expected_animals;
+    options.refine_tracked = refine_tracked;
     tardis_multi* multi = nullptr;
     if (tardis_multi_create(runner, &options, &multi) != TARDIS_OK) {
         std::fprintf(stderr, "FAILED: tardis_multi_create: %s\n", tardis_last_error());
@@ -321,8 +322,9 @@ int main(int argc, char** argv) {
     const std::vector<cv::Mat> frames = read_frames(video, n);
     tardis_runner* runner = open_runner(artifact);
     if (!runner || frames.empty()) return tardis::test::finish("test_multi");
-    compare_config(runner, frames, dir + "/multi_every_frame.txt", 1, -1, grid_steps);
-    compare_config(runner, frames, dir + "/multi_held_boxes.txt", 4, 0, grid_steps);
+    compare_config(runner, frames, dir + "/multi_every_frame.txt", 1, -1, true, grid_steps);
+    compare_config(runner, frames, dir + "/multi_held_boxes.txt", 4, 0, true, grid_steps);
+    compare_config(runner, frames, dir + "/multi_held_one_pass.txt", 4, 0, false, grid_steps);
     if (tardis_runner_has_finder(runner) && std::ifstream(dir + "/tiny_single/model.json"))
         test_errors(runner, dir + "/tiny_single", frames);
     tardis_runner_destroy(runner);
