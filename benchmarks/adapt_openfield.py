@@ -52,7 +52,8 @@ def still_speed_sensitivity(run: Path, stem: str, config: dict) -> list[dict]:
         b = jitter_report(before, still, found, config["adapt"]["jump_px"], names)
         a = jitter_report(after, transfer_rows(before, still, after, found), found, config["adapt"]["jump_px"], names)
         rows.append({"still_speed_px": speed, "still_rows": b["still_rows"], "before_px": b["still_jitter_px"],
-                     "after_px": a["still_jitter_px"]})  # fmt: skip
+                     "after_px": a["still_jitter_px"], "before_mean_px": b["still_jitter_mean_px"],
+                     "after_mean_px": a["still_jitter_mean_px"]})  # fmt: skip
     return rows
 
 
@@ -76,6 +77,7 @@ def adaptation_record(report: dict, test_keys: tuple[str, ...], argv: list[str])
                 "before": before,
                 "after": after,
                 "still_jitter_change_px": change(before["still_jitter_px"], after["still_jitter_px"]),
+                "still_jitter_mean_change_px": change(before["still_jitter_mean_px"], after["still_jitter_mean_px"]),
                 "jump_share_change": change(before["jump_share"], after["jump_share"]),
                 "missing_share_change": change(before["missing_share"], after["missing_share"]),
                 "still_speed_sensitivity": still_speed_sensitivity(run, entry["stem"], config),

@@ -43,9 +43,14 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def _is_dataset(path: Path) -> bool:
-    """A DeepLabCut project folder, a COCO ``.json`` or a SLEAP ``.slp`` (what ``load_dataset`` reads)."""
-    return (path.is_dir() and (path / "config.yaml").is_file()) or (
-        path.is_file() and path.suffix.lower() in (".json", ".slp")
+    """A DeepLabCut project folder, a COCO ``.json``, a SLEAP ``.slp`` or a keypoint map ``.yaml`` (what
+    ``load_dataset`` reads)."""
+    from tardis_edge.data.keypoint_map import is_keypoint_map
+
+    return (
+        (path.is_dir() and (path / "config.yaml").is_file())
+        or (path.is_file() and path.suffix.lower() in (".json", ".slp"))
+        or is_keypoint_map(path)
     )
 
 

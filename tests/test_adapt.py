@@ -347,7 +347,7 @@ def test_benchmark_script_records_jitter_and_test_metrics(tiny_run, tmp_path):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # about 10 s (a pose + finder training and two multi-animal passes), and the full flies clip
 def test_multi_animal_run_pseudo_labels_every_animal_on_train_frames_only(tmp_path):
     """A tiny flies run (pose + finder, 64 px, one epoch each) adapted to clip.mp4 frames 990-1009: its test frames
     1000-1005 are held out; every fly found is predicted, linked by the tracker, and the finder is kept."""
@@ -376,3 +376,16 @@ def test_multi_animal_run_pseudo_labels_every_animal_on_train_frames_only(tmp_pa
     original, adapted = DeployCheckpoint.load(run / "model.pt"), DeployCheckpoint.load(out / "model.pt")
     assert adapted.finder is not None and adapted.split == original.split
     assert all(torch.equal(adapted.finder["model"][k], v) for k, v in original.finder["model"].items())
+
+
+def test_the_adapted_run_exports_like_any_other(tiny_run, tmp_path):
+    """tardis-export on the adapted run: the FP32 graph checked against PyTorch on the original test part."""
+    from export.cli import main as export_main
+
+    adapted = tiny_run.with_name("run-adapted")
+    assert export_main([str(adapted), "--out", str(tmp_path / "export"), "--min-agreement", "0"]) == 0
+    verification = json.loads((tmp_path / "export" / "verification.json").read_text())
+    split = json.loads((tmp_path / "export" / "split.json").read_text())
+    assert split["test"] == json.loads((tiny_run / "split.json").read_text())["test"]
+    deviation = verification["artifacts"]["fp32"]["deviation"]
+    assert deviation["keypoints"] == 2 * 6 and deviation["max_px"] < 0.05  # the 2 test frames, 6 keypoints each

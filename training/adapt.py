@@ -465,7 +465,9 @@ def jitter_report(poses: VideoPoses, still: np.ndarray, min_score: float, jump_p
         jump_px: a keypoint moving more than this between consecutive frames jumps.
 
     Returns:
-        ``still_jitter_px`` (median displacement of the found keypoints on still rows, px per frame), per keypoint,
+        ``still_jitter_px`` (median displacement of the found keypoints on still rows, px per frame; also their
+        mean and 90th percentile: a resting animal in a still video can give identical crops, so a median of 0), per
+        keypoint,
         ``jump_share`` (share of consecutive-frame pairs of an animal in which some keypoint jumps), ``missing_share``
         (share of keypoints not found), and the counts behind them.
     """
@@ -483,6 +485,8 @@ def jitter_report(poses: VideoPoses, still: np.ndarray, min_score: float, jump_p
         "rows": len(poses.frame_index),
         "still_rows": int(still.sum()),
         "still_jitter_px": float(np.median(still_moves[finite])) if finite.any() else None,
+        "still_jitter_mean_px": float(np.mean(still_moves[finite])) if finite.any() else None,
+        "still_jitter_p90_px": float(np.percentile(still_moves[finite], 90)) if finite.any() else None,
         "still_jitter_px_per_keypoint": per_keypoint,
         "frame_pairs": int(pairs.sum()),
         "jump_share": float(jumps.sum() / max(1, pairs.sum())),
@@ -499,7 +503,8 @@ def describe_jitter(before: dict, after: dict) -> str:
 
     return (
         f"jitter on {before['still_rows']} still frames {px(before['still_jitter_px'])} -> "
-        f"{px(after['still_jitter_px'])} px; frame pairs with a jump > {before['jump_px']:g} px "
+        f"{px(after['still_jitter_px'])} px (mean {px(before['still_jitter_mean_px'])} -> "
+        f"{px(after['still_jitter_mean_px'])} px); frame pairs with a jump > {before['jump_px']:g} px "
         f"{100 * before['jump_share']:.2f}% -> {100 * after['jump_share']:.2f}%; keypoints missing "
         f"{100 * (before['missing_share'] or 0):.2f}% -> {100 * (after['missing_share'] or 0):.2f}%"
     )
