@@ -21,8 +21,8 @@ barely moves (its centre, median-filtered over ``still_window`` frames, moves le
 over that window, judged on the original model's predictions) and the share of frame pairs with a keypoint jump
 above ``jump_px``.
 
-Resumable: predictions, the fine-tune's checkpoints and the evaluation are kept in the new folder; the same command
-continues. A folder holding another adaptation (other config) is refused.
+Resumable: the predictions (``adapt/*.npz``) and the fine-tune's checkpoints are kept in the new folder; the same
+command continues. A folder holding another run or adaptation (other config) is refused.
 
 Also here, for ``training.full`` (``--init_from=RUN``, ``--keypoints.memory_replay=true``): ``load_init_weights``
 starts stage 2 from another run's weights, matching heatmap channels by keypoint name, and ``memory_replay`` gives
@@ -624,6 +624,7 @@ def _check(cfg: AdaptConfig) -> None:
 def adapt_run(cfg, device: torch.device) -> dict:
     """Run the adaptation described by ``cfg`` (an ``adapted_config``): predict, pseudo-label, fine-tune, evaluate,
     report. Resumable; returns the report."""
+    from tardis_edge.config import save_config
     from tardis_edge.data.frame_cache import cache_video_frames
     from tardis_edge.data.video import video_info
     from tardis_edge.multi import MultiConfig
@@ -640,8 +641,6 @@ def adapt_run(cfg, device: torch.device) -> dict:
     claim_adapt_folder(cfg, out, source)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out)
-    from tardis_edge.config import save_config
-
     save_config(cfg, out / "config.yaml")
     write_json(out / "versions.json", versions())
     if (out / REPORT_FILE).is_file() and stage_is_done(out, "adapt"):
