@@ -15,19 +15,25 @@ Per frame:
    fewer than ``min_keypoints`` confident keypoints is dropped (lost). At most ``max_animals`` are kept.
 
 The crop runner and the finder runner are the only model-specific parts (PyTorch in training evaluation, ONNX
-Runtime or TensorRT at the edge), so every path poses animals alike. No torch here.
+Runtime or TensorRT at the edge), so every path poses animals alike. An external detector
+(``tardis_edge.runtime.detector``, any ``AnimalDetector``) can stand in for the finder: only where the found animals
+come from changes. No torch here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from tardis_edge import geometry
-from tardis_edge.finder import FinderConfig, FinderRunner, find_animals
+from tardis_edge.finder import FinderConfig, FinderRunner, FoundAnimal, find_animals
 from tardis_edge.predict import CropRunner, PredictConfig, box_from_prediction, confident, predict_boxes
+
+# An animal detector in place of the finder: RGB uint8 (H, W, 3) frames -> per frame, the animals' unpadded boxes in
+# image pixels (pixel-centre convention) and scores, strongest first.
+AnimalDetector = Callable[[Sequence[np.ndarray]], list[list[FoundAnimal]]]
 
 
 @dataclass
@@ -134,6 +140,7 @@ class MultiAnimalPredictor:
         finder: the finder's input size and decode; ``finder_stride`` its heatmap stride.
         multi: detection schedule, duplicates, maximum number of animals.
         flip_indices: left/right channel permutation for the flip test on heatmaps.
+        detector: an external detector used instead of the finder (``finder_runner`` is then not run).
     """
 
     def __init__(
@@ -146,8 +153,9 @@ class MultiAnimalPredictor:
         finder_stride: float,
         multi: MultiConfig,
         flip_indices: Sequence[int] | None = None,
+        detector: AnimalDetector | None = None,
     ) -> None:
-        self.crop_runner, self.finder_runner = crop_runner, finder_runner
+        self.crop_runner, self.finder_runner, self.detector = crop_runner, finder_runner, detector
         self.input_wh, self.predict, self.finder, self.finder_stride = tuple(input_wh), predict, finder, finder_stride
         self.multi, self.flip_indices = multi, flip_indices
         self.held: list[geometry.CropBox] = []  # pose-derived boxes of the animals of the previous frame
@@ -164,9 +172,12 @@ class MultiAnimalPredictor:
         return bool(self.multi.expected_animals and len(self.held) < self.multi.expected_animals)
 
     def _detect(self, frame_rgb: np.ndarray) -> list[geometry.CropBox]:
-        if self.finder_runner is None:
+        if self.detector is not None:
+            found = self.detector([frame_rgb])[0]
+        elif self.finder_runner is not None:
+            found = find_animals(self.finder_runner, [frame_rgb], self.finder, self.finder_stride)[0]
+        else:
             raise ValueError("this model has no finder: pass boxes for every frame (--boxes) or a detector")
-        found = find_animals(self.finder_runner, [frame_rgb], self.finder, self.finder_stride)[0]
         boxes = [a.crop_box(self.input_wh, self.predict.padding) for a in found]
         if boxes and self.held:
             from tardis_edge.tracking import box_iou  # here: tracking -> metrics -> multi would be a cycle at import
@@ -178,7 +189,8 @@ class MultiAnimalPredictor:
         return boxes
 
     def __call__(self, frame_rgb: np.ndarray, boxes: Sequence[geometry.CropBox] | None = None) -> FramePoses:
-        """The animals of the next frame (RGB uint8 ``(H, W, 3)``); ``boxes`` (image pixels) replace the finder."""
+        """The animals of the next frame (RGB uint8 ``(H, W, 3)``); ``boxes`` (image pixels) replace the finder or
+        detector."""
         detected = boxes is None and self._needs_detection()
         if boxes is not None:
             first = list(boxes)

@@ -47,6 +47,7 @@ MAX_LISTED_BAD_FRAMES = 1000
 MAX_LISTED_BOXES = 5
 # bench reports a backend/precision it cannot open (missing engine, no TensorRT here) and goes on with the others
 NOT_RUNNABLE = (FileNotFoundError, ValueError, ImportError, RuntimeError, KeyError)
+DETECTOR_MIN_SCORE = 0.25
 
 
 def _csv_list(text: str) -> list[str]:
@@ -60,6 +61,16 @@ def _positive_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _class_ids(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids >= 0, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids >= 0, got {text!r}")
     return values
 
 
@@ -421,12 +432,25 @@ def check_boxes_match(boxes: dict, source: FrameSource, path: str) -> None:
 
 
 def _open_multi(args: argparse.Namespace, runner: Runner, boxes: dict | None):
-    """The multi-animal runner when the artifact has a finder (or ``--max-animals`` is given), else None."""
-    if runner.metadata.finder is None:
+    """The multi-animal runner when the artifact has a finder or ``--detector`` is given, else None."""
+    if args.detector is None:
+        for option, value in (
+            ("--detector-classes", args.detector_classes),
+            ("--detector-min-score", args.detector_min_score),
+        ):
+            if value is not None:
+                raise ValueError(f"{option} sets up --detector; pass --detector ONNX too, or drop {option}")
+    elif args.single_animal or boxes is not None:
+        option = "--single-animal" if args.single_animal else "--boxes"
+        raise ValueError(
+            f"--detector finds every animal, {option} follows one animal in given boxes; drop one of the two"
+        )
+    if runner.metadata.finder is None and args.detector is None:
         if args.max_animals is not None:
             raise ValueError(
                 f"--max-animals {args.max_animals}: {args.artifact} has no animal finder (it was trained on "
-                "single-animal data); drop --max-animals, or export a model trained on multi-animal labels"
+                "single-animal data); drop --max-animals, pass --detector PATH (an ONNX animal detector), or export "
+                "a model trained on multi-animal labels"
             )
         return None
     if args.single_animal:
@@ -435,6 +459,11 @@ def _open_multi(args: argparse.Namespace, runner: Runner, boxes: dict | None):
         raise ValueError(
             "--boxes gives one box per frame, but this artifact finds every animal itself; drop --boxes, or pass "
             "--single-animal to follow one animal in the given boxes"
+        )
+    if args.detector is not None and runner.metadata.finder is None and args.max_animals is None:
+        raise ValueError(
+            f"--detector {args.detector}: {args.artifact} has no animal finder, so nothing sets the most animals per "
+            "frame; pass --max-animals N (one track, one DeepLabCut individual each)"
         )
     if args.detect_every < 1:
         raise ValueError(f"--detect-every must be >= 1, got {args.detect_every}")
@@ -445,7 +474,9 @@ def _open_multi(args: argparse.Namespace, runner: Runner, boxes: dict | None):
     folder = folder.parent if folder.name == "model.json" else folder
     multi = multi_runner(
         runner, folder, Backend.parse(args.backend), args.precision, args.max_animals, args.detect_every,
-        threads=args.threads, refine_tracked=not args.no_refine_tracked,
+        providers=args.providers, threads=args.threads, refine_tracked=not args.no_refine_tracked,
+        detector=args.detector, detector_classes=args.detector_classes,
+        detector_min_score=DETECTOR_MIN_SCORE if args.detector_min_score is None else args.detector_min_score,
     )  # fmt: skip
     if multi.multi.max_animals < 1:
         raise ValueError(
@@ -512,6 +543,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "max_animals": multi.multi.max_animals,
                 "detect_every": args.detect_every,
                 "refine_tracked": multi.multi.refine_tracked,
+                "detector": None
+                if multi.detector is None
+                else {
+                    "path": str(Path(args.detector).resolve()),
+                    "layout": multi.detector.layout,
+                    "input_hw": list(multi.detector.input_hw),
+                    "classes": multi.detector.classes,
+                    "min_score": multi.detector.min_score,
+                },
             }
         for source in sources:
             if multi is not None:
@@ -808,6 +848,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--single-animal",
         action="store_true",
         help="multi-animal models: ignore the finder and follow one animal (the single-animal path, --boxes allowed)",
+    )
+    p.add_argument(
+        "--detector",
+        metavar="ONNX",
+        help="find the animals with this ONNX detector instead of the artifact's finder (any artifact; one without a "
+        "finder needs --max-animals): Ultralytics YOLOv5/v8-v12 raw heads, YOLOv10/YOLO26 end-to-end exports, "
+        "MegaDetector v5/v6 (README 'Many animals'); run in ONNX Runtime with --providers/--threads",
+    )
+    p.add_argument(
+        "--detector-classes",
+        type=_class_ids,
+        help="--detector: keep these class ids, e.g. 0 (MegaDetector: animal) or 0,1 (default: all classes)",
+    )
+    p.add_argument(
+        "--detector-min-score",
+        type=float,
+        help=f"--detector: a box needs a score above this (default {DETECTOR_MIN_SCORE}, Ultralytics' conf)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

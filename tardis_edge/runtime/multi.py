@@ -1,7 +1,9 @@
 """Edge runtime, many animals: the artifact's finder + pose graphs + the tracker, frame by frame, torch-free.
 
 ``open_multi`` opens an artifact that has a finder (``model.json``'s ``finder``: ``tardis_edge.artifact``) on one
-backend; ``MultiAnimalRunner.stream()`` gives a per-video state that turns frames into tracked animals:
+backend, or any artifact with an external ONNX detector (``detector=PATH``: ``tardis_edge.runtime.detector``; the
+artifact's finder, if any, is then not opened); ``MultiAnimalRunner.stream()`` gives a per-video state that turns
+frames into tracked animals:
 
     runner = open_multi("runs/flies/export", precision="int8")
     stream = runner.stream()
@@ -25,6 +27,7 @@ from tardis_edge.artifact import METADATA_FILE, ArtifactMetadata, check_listed_f
 from tardis_edge.finder import FinderConfig
 from tardis_edge.multi import FramePoses, MultiAnimalPredictor, MultiConfig
 from tardis_edge.runtime.backends import Backend, InferenceBackend
+from tardis_edge.runtime.detector import OnnxDetector
 from tardis_edge.runtime.runner import ONNXRUNTIME_INT8, Runner, open_runner
 from tardis_edge.tracking import TrackedFrame, Tracker, TrackerConfig
 
@@ -136,23 +139,25 @@ class MultiAnimalRunner:
 
     Args:
         runner: the pose ``Runner``.
-        finder: the finder graph (``open_finder_backend``).
+        finder: the finder graph (``open_finder_backend``); None with a ``detector``.
         finder_cfg: decode of the finder; ``finder_stride`` its heatmap stride.
         multi: detection schedule, duplicates, maximum number of animals.
         tracker: tracker settings (``max_animals`` defaults to ``multi.max_animals``).
+        detector: an external detector that finds the animals instead of the finder.
     """
 
     def __init__(
         self,
         runner: Runner,
-        finder: _FinderBackend,
+        finder: _FinderBackend | None,
         finder_cfg: FinderConfig,
         finder_stride: float,
         multi: MultiConfig,
         tracker: TrackerConfig | None = None,
+        detector: OnnxDetector | None = None,
     ) -> None:
         self.runner, self.finder, self.finder_cfg, self.finder_stride = runner, finder, finder_cfg, finder_stride
-        self.multi = multi
+        self.multi, self.detector = multi, detector
         self.tracker_config = tracker or TrackerConfig(max_animals=multi.max_animals or None)
         self.owns_runner = False
 
@@ -171,12 +176,15 @@ class MultiAnimalRunner:
             self.finder_stride,
             self.multi,
             self.runner.flip_indices,
+            detector=self.detector,
         )
         return MultiAnimalStream(predictor, Tracker(self.tracker_config))
 
     def close(self) -> None:
-        """Close the finder, and the pose runner when ``open_multi`` opened it."""
-        self.finder.close()
+        """Close the finder or detector, and the pose runner when ``open_multi`` opened it."""
+        for part in (self.finder, self.detector):
+            if part is not None:
+                part.close()
         if self.owns_runner:
             self.runner.close()
 
@@ -199,6 +207,9 @@ def open_multi(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     refine_tracked: bool = True,
+    detector: str | Path | None = None,
+    detector_classes: Sequence[int] | None = None,
+    detector_min_score: float = 0.25,
     **runner_options: Any,
 ) -> MultiAnimalRunner:
     """Open a multi-animal artifact (pose graph + finder graph) for tracking every animal.
@@ -206,11 +217,16 @@ def open_multi(
     Args:
         artifact_path: the artifact folder.
         backend, precision, providers, threads, runner_options: as ``open_runner`` (decode, flip_test, ...).
-        max_animals: most animals per frame (default: the artifact's, the most seen in one training frame).
+        max_animals: most animals per frame (default: the artifact's, the most seen in one training frame; needed
+            with a ``detector`` on an artifact without a finder).
         detect_every: run the finder every N frames; pose-derived boxes in between.
         expected_animals: run the finder on every frame holding fewer animals (default: ``max_animals``).
         tracker: tracker settings (default: ``TrackerConfig(max_animals=...)``).
         refine_tracked: on frames without a finder run, also the refine pass (False: one pass in the held box).
+        detector: an ONNX detector export (``tardis_edge.runtime.detector``) that finds the animals instead of the
+            finder, in ONNX Runtime with ``providers`` and ``threads``, whatever ``backend`` poses them; any artifact.
+        detector_classes: the detector's class ids to keep (None: all; MegaDetector: ``[0]``, animals).
+        detector_min_score: a detection needs a score above this.
     """
     kind = Backend.parse(backend)
     folder = Path(artifact_path)
@@ -219,7 +235,7 @@ def open_multi(
     try:
         multi = multi_runner(
             runner, folder, kind, precision, max_animals, detect_every, expected_animals, tracker, providers, threads,
-            refine_tracked,
+            refine_tracked, detector, detector_classes, detector_min_score,
         )  # fmt: skip
         multi.owns_runner = True
         return multi
@@ -240,9 +256,20 @@ def multi_runner(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     refine_tracked: bool = True,
+    detector: str | Path | None = None,
+    detector_classes: Sequence[int] | None = None,
+    detector_min_score: float = 0.25,
 ) -> MultiAnimalRunner:
     """A ``MultiAnimalRunner`` around an open pose ``runner`` of the artifact in ``folder`` (see ``open_multi``)."""
-    finder_cfg, stride = finder_config(runner.metadata, max_animals)
+    if detector is not None and runner.metadata.finder is None:  # the finder's decode is not used, only the maximum
+        if max_animals is None:
+            raise ValueError(
+                f"{folder} has no animal finder, so it sets no maximum number of animals for the detector's boxes; "
+                "pass --max-animals N (max_animals=N: the most animals in one frame, one track each; 0: no limit)"
+            )
+        finder_cfg, stride = FinderConfig(max_animals=max_animals), 0.0
+    else:
+        finder_cfg, stride = finder_config(runner.metadata, max_animals)
     most = finder_cfg.max_animals
     multi = MultiConfig(
         detect_every=detect_every,
@@ -252,6 +279,12 @@ def multi_runner(
     )
     if tracker is None:
         tracker = TrackerConfig(max_animals=most or None, oks_sigmas=_sigmas(runner.metadata))
+    if detector is not None:  # at most `most` boxes, strongest first, as the finder's decode keeps
+        onnx_detector = OnnxDetector(
+            detector, detector_classes, detector_min_score, providers=providers, threads=threads,
+            **({"max_detections": most} if most else {}),
+        )  # fmt: skip
+        return MultiAnimalRunner(runner, None, finder_cfg, stride, multi, tracker, onnx_detector)
     finder = open_finder_backend(folder, runner.metadata, backend, precision, providers, threads)
     return MultiAnimalRunner(runner, finder, finder_cfg, stride, multi, tracker)
 
