@@ -43,7 +43,7 @@ class MultiConfig:
     detect_every: int = 1  # run the finder every N frames (1: every frame); pose-derived boxes in between
     expected_animals: int = 0  # > 0: run the finder on every frame that holds fewer animals than this
     max_animals: int = 0  # keep at most this many animals per frame (highest instance scores); 0: no limit
-    min_keypoints: int = 3  # an animal needs this many confident keypoints (else it is lost)
+    min_keypoints: int = 3  # an animal needs this many confident keypoints, or all if it has fewer (else it is lost)
     duplicate_distance: float = 0.25  # median keypoint distance / animal size below which two poses are one animal
     keep_iou: float = 0.3  # a held box overlapping a found box by less than this IoU is kept on detection frames
     refine_tracked: bool = True  # frames without a finder run: also the refine pass (False: one pass in the held box,
@@ -109,7 +109,7 @@ def deduplicate(keypoints: np.ndarray, scores: np.ndarray, cfg: MultiConfig, min
     kept: list[int] = []
     for i in np.argsort(-strength, kind="stable"):
         ok = confident(keypoints[i], scores[i], min_score)
-        if ok.sum() < cfg.min_keypoints:
+        if ok.sum() < min(cfg.min_keypoints, len(ok)):  # a model with fewer keypoints needs all of them
             continue
         duplicate = False
         for j in kept:

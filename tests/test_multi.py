@@ -130,3 +130,8 @@ def test_match_animals_is_one_to_one_and_respects_the_oks_threshold():
     matches = match_animals([a, b], preds, [0.1] * 3, 0.5)
     assert sorted((g, p) for g, p, _ in matches) == [(0, 1), (1, 0)]
     assert match_animals([a], b.keypoints_xy[None], [0.1] * 3, 0.5) == []
+
+
+def test_a_model_with_fewer_keypoints_than_min_keypoints_needs_all_of_them():
+    two = np.array([[[0.0, 0.0], [10.0, 0.0]], [[100.0, 0.0], [110.0, 0.0]]])
+    assert deduplicate(two, np.array([[0.9, 0.9], [0.9, 0.1]]), MultiConfig(), min_score=0.2)[0] == [0]

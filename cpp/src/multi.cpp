@@ -95,7 +95,8 @@ std::vector<int> deduplicate(const Poses& poses, const MultiConfig& config, doub
     for (int i : strongest_first(strength)) {
         const double* kp_i = poses.keypoints_of(static_cast<size_t>(i));
         const std::vector<bool> ok = confident_mask(kp_i, poses.scores_of(static_cast<size_t>(i)), k, min_score);
-        if (std::count(ok.begin(), ok.end(), true) < config.min_keypoints) continue;
+        // a model with fewer keypoints than min_keypoints needs all of them (as tardis_edge.multi.deduplicate)
+        if (std::count(ok.begin(), ok.end(), true) < std::min(config.min_keypoints, k)) continue;
         bool duplicate = false;
         for (size_t m = 0; m < kept.size() && !duplicate; ++m) {
             const double* kp_j = poses.keypoints_of(static_cast<size_t>(kept[m]));
