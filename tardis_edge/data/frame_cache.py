@@ -105,7 +105,7 @@ def _cache_one_video(video: Path, wanted: list[int], folder: Path) -> int:
     """Decode the ``wanted`` (sorted, not yet cached) frames of ``video`` forward and write them; returns count."""
     import cv2
 
-    from tardis_edge.data.video import MAX_FORWARD_GRAB
+    from tardis_edge.data.video import read_forward
 
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
@@ -114,15 +114,7 @@ def _cache_one_video(video: Path, wanted: list[int], folder: Path) -> int:
     position = 0  # index of the frame the next read() returns
     try:
         for frame_index in wanted:
-            if not position <= frame_index <= position + MAX_FORWARD_GRAB:
-                capture.set(cv2.CAP_PROP_POS_FRAMES, int(frame_index))
-                position = frame_index
-            ok = True
-            while ok and position < frame_index:
-                ok = capture.grab()
-                position += 1
-            ok, frame = capture.read() if ok else (False, None)
-            position += 1
+            ok, frame, position = read_forward(capture, position, frame_index)
             if not ok or frame is None:
                 raise ValueError(
                     f"frame {frame_index} of video {video} cannot be read (past the end at frame {position - 1}, "

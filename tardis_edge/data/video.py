@@ -174,6 +174,26 @@ def unlabelled_samples(
     return samples
 
 
+def read_forward(capture, position: int, frame_index: int) -> tuple[bool, np.ndarray | None, int]:
+    """Frame ``frame_index`` from an OpenCV ``capture`` whose next ``read()`` returns frame ``position``: decoded
+    forward over gaps of up to ``MAX_FORWARD_GRAB`` frames (exact and cheap), sought to otherwise.
+
+    Returns:
+        ``(ok, BGR frame or None, the position of the next read)``.
+    """
+    import cv2
+
+    if not position <= frame_index <= position + MAX_FORWARD_GRAB:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, int(frame_index))
+        position = frame_index
+    ok = True
+    while ok and position < frame_index:
+        ok = capture.grab()
+        position += 1
+    ok, frame = capture.read() if ok else (False, None)
+    return bool(ok), frame, position + 1
+
+
 class FrameReader:
     """Reads sample images lazily: image files directly, video frames by index from captures kept open.
 
@@ -210,15 +230,8 @@ class FrameReader:
             if not capture.isOpened():
                 raise ValueError(f"video {path} cannot be opened by OpenCV (codec missing or file corrupt)")
             position = 0
-        if not position <= frame_index <= position + MAX_FORWARD_GRAB:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, int(frame_index))
-            position = frame_index
-        ok = True
-        while ok and position < frame_index:
-            ok = capture.grab()
-            position += 1
-        ok, frame = capture.read() if ok else (False, None)
-        self._captures[path] = (capture, position + 1)
+        ok, frame, position = read_forward(capture, position, frame_index)
+        self._captures[path] = (capture, position)
         if not ok or frame is None:
             self._captures.pop(path)[0].release()
             raise ValueError(f"frame {frame_index} of video {path} cannot be read (past the end, or a decode error)")
