@@ -229,7 +229,7 @@ class OnnxDetector:
         threads: int | None = None,
         max_detections: int = MAX_DETECTIONS,
     ) -> None:
-        from tardis_edge.runtime.backends.ort import choose_providers, import_onnxruntime
+        from tardis_edge.runtime.backends.ort import open_session
 
         path = Path(path)
         if not 0 <= min_score < 1 or not 0 < iou <= 1 or max_detections < 1:
@@ -243,21 +243,9 @@ class OnnxDetector:
             raise FileNotFoundError(
                 f"detector {path} does not exist; pass the detector's .onnx file (e.g. from yolo export format=onnx)"
             )
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            options.intra_op_num_threads = int(threads)
-        chosen = choose_providers(providers, ort.get_available_providers())
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
-        except Exception as exc:  # InvalidProtobuf, Fail …: say which file and what to pass instead
-            reason = " ".join((str(exc).splitlines() or [type(exc).__name__])[0].split())[:300]
-            raise ValueError(
-                f"detector {path} cannot be loaded by ONNX Runtime ({reason}); pass an ONNX detector export "
-                "(e.g. yolo export model=yolo11n.pt format=onnx)"
-            ) from exc
+        self.session = open_session(
+            path, providers, threads, "pass an ONNX detector export (e.g. yolo export model=yolo11n.pt format=onnx)"
+        )
         inputs = self.session.get_inputs()
         shape = tuple(inputs[0].shape) if len(inputs) == 1 else ()
         if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):

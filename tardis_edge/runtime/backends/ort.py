@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,26 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
     return requested
 
 
+def open_session(path: Path, providers: Sequence[str] | None, threads: int | None, fix: str) -> Any:
+    """A CPU/GPU ``InferenceSession`` on ``path`` (``threads`` intra-op threads; None: ONNX Runtime's default).
+
+    ONNX Runtime's own load errors (InvalidProtobuf, Fail …) say little about the fix: one line naming the file, the
+    first line of ONNX Runtime's reason and ``fix`` replaces them.
+    """
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = int(threads)
+    chosen = choose_providers(providers, ort.get_available_providers())
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    except Exception as exc:
+        reason = " ".join((str(exc).splitlines() or [type(exc).__name__])[0].split())[:300]
+        raise ValueError(f"{path} cannot be loaded by ONNX Runtime ({reason}); {fix}") from exc
+
+
 class OnnxRuntimeBackend:
     """One ``InferenceSession`` on an artifact's ONNX file.
 
@@ -50,24 +71,12 @@ class OnnxRuntimeBackend:
     """
 
     def __init__(self, model_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None):
-        ort = import_onnxruntime()
+        import_onnxruntime()  # a missing onnxruntime is said first, before anything about the file
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist; re-export the artifact with tardis-export")
-        chosen = choose_providers(providers, ort.get_available_providers())
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            options.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
-        except Exception as exc:  # ONNX Runtime's own errors (InvalidProtobuf, Fail …) say little about the fix
-            reason = " ".join((str(exc).splitlines() or [type(exc).__name__])[0].split())[:300]
-            raise ValueError(
-                f"{path} cannot be loaded by ONNX Runtime ({reason}); the file is damaged or not an ONNX graph: "
-                "re-export the artifact with tardis-export"
-            ) from exc
+        fix = "the file is damaged or not an ONNX graph: re-export the artifact with tardis-export"
+        self.session = open_session(path, providers, threads, fix)
         inputs = self.session.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise ValueError(
