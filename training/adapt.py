@@ -557,10 +557,7 @@ def finetune_config(cfg):
 
 def claim_adapt_folder(cfg, out: Path, source: Path) -> None:
     """``out`` is new, or holds this very adaptation (which then resumes); never the source run."""
-    import yaml
-
-    from tardis_edge.config import config_differences, to_dict
-    from training.full import RERUN_FREE_KEYS, RunFolderError
+    from training.full import RERUN_FREE_KEYS, RunFolderError, config_changes
 
     if out.resolve() == source.resolve():
         raise RunFolderError(f"--out={out} is the run being adapted; the adapted model goes to a new folder")
@@ -571,10 +568,9 @@ def claim_adapt_folder(cfg, out: Path, source: Path) -> None:
         if out.is_dir() and any(out.iterdir()):
             raise RunFolderError(f"--out={out} is not empty and holds no run; pick a new folder for the adapted run")
         return
-    old = yaml.safe_load(saved.read_text()) or {}
-    changes = config_differences(old, to_dict(cfg), RERUN_FREE_KEYS - {"adapt"} | {"threads", "device", "out"})
+    changes = config_changes(cfg, saved, RERUN_FREE_KEYS - {"adapt"} | {"threads", "device", "out"})
     if changes:
-        shown = "; ".join(f"{name}: {a!r} -> {b!r}" for name, a, b in changes[:4])
+        shown = "; ".join(changes[:4])
         raise RunFolderError(f"{out} holds another run or adaptation ({shown}); pick a new --out folder")
 
 

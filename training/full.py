@@ -144,6 +144,21 @@ class RunFolderError(ValueError):
     """The run folder belongs to another run."""
 
 
+def config_changes(cfg: FullConfig, saved: Path, free_keys: set[str] = RERUN_FREE_KEYS) -> list[str]:
+    """``"name: old -> new"`` for every config field (outside ``free_keys``) where the run saved as ``saved`` (its
+    ``config.yaml``) differs from ``cfg``; a field added to the config since that run was made counts as its default."""
+    import yaml
+
+    from tardis_edge.config import config_differences, merge
+
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{saved} is not valid YAML ({err}); move the folder away or pick another --out") from None
+    differences = config_differences(merge(to_dict(FullConfig()), old), to_dict(cfg), free_keys)
+    return [f"{name}: {a!r} -> {b!r}" for name, a, b in differences]
+
+
 def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
     """Make sure ``run_dir`` is this run's: new, or holding a run of the same config (which then resumes).
 
@@ -151,22 +166,12 @@ def claim_run_folder(cfg: FullConfig, run_dir: Path) -> None:
     refused — resuming would mix two recipes and overwrite the old run's results — unless ``new_run`` is set, which
     moves the old run aside (nothing is deleted).
     """
-    import yaml
-
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"--out={run_dir} is a file, not a folder; pick a folder for the run (it is created)")
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
-    try:
-        old = yaml.safe_load(saved.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{saved} is not valid YAML ({err}); move the folder away or pick another --out") from None
-    from tardis_edge.config import config_differences, merge
-
-    # A field added to the config since that run was made counts as its default there.
-    differences = config_differences(merge(to_dict(FullConfig()), old), to_dict(cfg), RERUN_FREE_KEYS)
-    changes = [f"{name}: {a!r} -> {b!r}" for name, a, b in differences]
+    changes = config_changes(cfg, saved)
     if not changes:
         return
     if not cfg.new_run:
