@@ -219,22 +219,20 @@ class PoseSource:
         self.flip_indices = flip_indices_from_pairs(ck.schema.num_keypoints, ck.schema.flip_pairs)
         self.multi = None
         if ck.finder is not None:
-            from kernels.predict import model_crop_runner
             from tardis_edge.finder import FinderConfig
-            from tardis_edge.multi import MultiAnimalPredictor
-            from training.finder import finder_runner
+            from training.multi_eval import pytorch_predictor
 
-            finder_cfg = from_dict(FinderConfig, ck.finder["config"])
             finder = ck.build_finder(str(checkpoint_path)).to(device).eval()
-            self.multi = MultiAnimalPredictor(
-                model_crop_runner(self.model, self.predict, self.flip_indices, device),
-                finder_runner(finder, device),
+            self.multi = pytorch_predictor(
+                self.model,
+                finder,
+                from_dict(FinderConfig, ck.finder["config"]),
+                float(ck.finder["stride"]),
                 self.input_wh,
                 self.predict,
-                finder_cfg,
-                float(ck.finder["stride"]),
                 multi_config,
                 self.flip_indices,
+                device,
             )
 
     def predict_video(self, video: Path, frames: Sequence[int], desc: str, chunk: int = 64) -> VideoPoses:

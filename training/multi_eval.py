@@ -79,6 +79,33 @@ def predict_sequences(
     return out
 
 
+def pytorch_predictor(
+    model,
+    finder,
+    finder_cfg: FinderConfig,
+    finder_stride: float,
+    input_wh: tuple[int, int],
+    predict: PredictConfig,
+    multi: MultiConfig,
+    flip_indices,
+    device,
+) -> MultiAnimalPredictor:
+    """The multi-animal predictor on the PyTorch pose model and finder (training evaluation, video adaptation)."""
+    from kernels.predict import model_crop_runner
+    from training.finder import finder_runner
+
+    return MultiAnimalPredictor(
+        model_crop_runner(model, predict, flip_indices, device),
+        finder_runner(finder, device),
+        input_wh,
+        predict,
+        finder_cfg,
+        finder_stride,
+        multi,
+        flip_indices,
+    )
+
+
 def evaluate_multi(
     model, finder, test_samples: list, schema, input_wh, cfg, most_animals: int, device, run_dir: Path
 ) -> dict:
@@ -91,9 +118,8 @@ def evaluate_multi(
         cfg: the run's ``FullConfig`` (``keypoints.predict``, ``finder.decode``, ``multi``).
         most_animals: the most animals seen in one training image (default for ``max_animals``).
     """
-    from kernels.predict import model_crop_runner
     from tardis_edge.metrics import evaluate_multi_animal
-    from training.finder import finder_runner, group_by_image
+    from training.finder import group_by_image
 
     predict: PredictConfig = cfg.keypoints.predict
     perm = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)
@@ -102,16 +128,8 @@ def evaluate_multi(
         expected_animals=cfg.multi.expected_animals or most_animals,
         max_animals=cfg.multi.max_animals or most_animals,
     )
-    finder_cfg = FinderConfig(**{**vars(cfg.finder.decode)})
-    predictor = MultiAnimalPredictor(
-        model_crop_runner(model, predict, perm, device),
-        finder_runner(finder, device),
-        input_wh,
-        predict,
-        finder_cfg,
-        float(finder.out_stride),
-        multi,
-        perm,
+    predictor = pytorch_predictor(
+        model, finder, cfg.finder.decode, float(finder.out_stride), input_wh, predict, multi, perm, device
     )
     runs = sequences(frame_order(group_by_image(test_samples)))
     with torch.inference_mode():
@@ -152,10 +170,8 @@ def evaluate_multi(
 
 
 def _tracker_factory(multi: MultiConfig, schema):
-    try:
-        from tardis_edge.tracking import Tracker, TrackerConfig
-    except ImportError:  # pragma: no cover - the tracker module ships with this package
-        return None
+    from tardis_edge.tracking import Tracker, TrackerConfig
+
     return lambda: Tracker(TrackerConfig(max_animals=multi.max_animals or None))
 
 
