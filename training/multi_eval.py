@@ -170,9 +170,13 @@ def evaluate_multi(
 
 
 def _tracker_factory(multi: MultiConfig, schema):
+    """A fresh tracker per sequence, configured as the exported model's (``tardis_edge.runtime.multi``: the schema's
+    OKS sigmas as ``model.json`` records them)."""
+    from tardis_edge.metrics import schema_oks_sigmas
     from tardis_edge.tracking import Tracker, TrackerConfig
 
-    return lambda: Tracker(TrackerConfig(max_animals=multi.max_animals or None))
+    sigmas = tuple(schema_oks_sigmas(schema)[0])
+    return lambda: Tracker(TrackerConfig(max_animals=multi.max_animals or None, oks_sigmas=sigmas))
 
 
 def _overlay(frames: list[list], poses: list[FramePoses], schema, path: Path, count: int = 6) -> None:

@@ -473,8 +473,9 @@ def _open_multi(args: argparse.Namespace, runner: Runner, boxes: dict | None):
     folder = Path(args.artifact)
     folder = folder.parent if folder.name == "model.json" else folder
     multi = multi_runner(
-        runner, folder, Backend.parse(args.backend), args.precision, args.max_animals, args.detect_every,
-        providers=args.providers, threads=args.threads, refine_tracked=not args.no_refine_tracked,
+        runner, folder, Backend.parse(args.backend), args.precision, max_animals=args.max_animals,
+        detect_every=args.detect_every, providers=args.providers, threads=args.threads,
+        refine_tracked=not args.no_refine_tracked,
         detector=args.detector, detector_classes=args.detector_classes,
         detector_min_score=DETECTOR_MIN_SCORE if args.detector_min_score is None else args.detector_min_score,
     )  # fmt: skip

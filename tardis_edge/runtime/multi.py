@@ -234,8 +234,10 @@ def open_multi(
     runner = open_runner(folder, kind, precision, providers, threads=threads, **runner_options)
     try:
         multi = multi_runner(
-            runner, folder, kind, precision, max_animals, detect_every, expected_animals, tracker, providers, threads,
-            refine_tracked, detector, detector_classes, detector_min_score,
+            runner, folder, kind, precision, max_animals=max_animals, detect_every=detect_every,
+            expected_animals=expected_animals, tracker=tracker, providers=providers, threads=threads,
+            refine_tracked=refine_tracked, detector=detector, detector_classes=detector_classes,
+            detector_min_score=detector_min_score,
         )  # fmt: skip
         multi.owns_runner = True
         return multi
@@ -249,6 +251,7 @@ def multi_runner(
     folder: Path,
     backend: Backend,
     precision: str,
+    *,
     max_animals: int | None = None,
     detect_every: int = 1,
     expected_animals: int | None = None,
@@ -290,8 +293,7 @@ def multi_runner(
 
 
 def _sigmas(meta: ArtifactMetadata) -> tuple[float, ...] | None:
-    sigmas = getattr(meta, "oks_sigmas", None)
-    return tuple(float(s) for s in sigmas) if sigmas else None
+    return tuple(float(s) for s in meta.oks_sigmas) if meta.oks_sigmas else None
 
 
 # ---------------------------------------------------------------------------------------------------- SLEAP output
