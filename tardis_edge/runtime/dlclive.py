@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tardis_edge.artifact import ArtifactMetadata
+from tardis_edge.predict import confident
 from tardis_edge.runtime.backends import Backend
 from tardis_edge.runtime.boxes import BoxFollower, FollowConfig
 from tardis_edge.runtime.runner import Runner, open_runner
@@ -192,7 +193,7 @@ class DLCLive:
         if self.display:
             self._show(image, keypoints, scores)
         keypoints = self._to_frame(keypoints, image.shape[1::-1], full_wh)
-        found = np.isfinite(keypoints).all(axis=-1) & (scores > 0)  # (K,)
+        found = confident(keypoints, scores, 0.0)  # (K,): the predictor's rule for a keypoint found
         self._last_found[found] = keypoints[found]
         x, y, w, h = box.as_xywh()
         centre = self._to_frame(np.array([[x + w / 2, y + h / 2]]), image.shape[1::-1], full_wh)[0]

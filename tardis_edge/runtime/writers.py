@@ -105,8 +105,11 @@ def dlc_result_stem(stem: str, scorer: str, track_method: str | None = None) -> 
 
 
 def not_found(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """``scores.shape`` mask of keypoints not found: no finite position, or a score that is NaN or <= 0."""
-    return ~(np.isfinite(keypoints).all(axis=-1) & (np.nan_to_num(scores, nan=0.0) > 0))
+    """``scores.shape`` mask of keypoints not found: no finite position, or a score that is NaN or <= 0 (the rule of
+    ``tardis_edge.predict``, which owns it)."""
+    from tardis_edge.predict import confident
+
+    return ~confident(np.asarray(keypoints), np.asarray(scores), 0.0)
 
 
 def dlc_values(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
