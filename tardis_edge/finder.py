@@ -65,13 +65,10 @@ class FoundAnimal:
 
 def instance_box(keypoints_xy: np.ndarray, visible: np.ndarray | None = None) -> tuple[float, float, float, float]:
     """``(cx, cy, w, h)`` of the labelled keypoints' extent, image pixels; NaN box if none is labelled."""
-    pts = np.asarray(keypoints_xy, dtype=np.float64)
-    ok = np.isfinite(pts).all(axis=1)
-    if visible is not None:
-        ok &= np.asarray(visible) > 0
-    if not ok.any():
+    extent = geometry.keypoint_extent(keypoints_xy, visible)
+    if extent is None:
         return (float("nan"),) * 4
-    lo, hi = pts[ok].min(axis=0), pts[ok].max(axis=0)
+    lo, hi = extent
     return ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, hi[0] - lo[0], hi[1] - lo[1])
 
 

@@ -87,6 +87,21 @@ def box_from_center_size(
 REFINE_BOX_GRID = 0.5
 
 
+def keypoint_extent(
+    keypoints_xy: np.ndarray, visible: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(low, high)`` corners (image pixels) of the finite keypoints ``(..., K, 2) -> (2,)``, only the labelled ones
+    (``visible > 0``) when ``visible`` is given; None when there is none. The unpadded box every animal box starts
+    from (crops, the finder's targets, OKS areas)."""
+    pts = np.asarray(keypoints_xy, dtype=np.float64).reshape(-1, 2)
+    mask = np.isfinite(pts).all(axis=1)
+    if visible is not None:
+        mask &= np.asarray(visible).reshape(-1) > 0
+    if not mask.any():
+        return None
+    return pts[mask].min(axis=0), pts[mask].max(axis=0)
+
+
 def box_from_keypoints(
     keypoints_xy: np.ndarray,
     visible: np.ndarray | None,
@@ -103,13 +118,10 @@ def box_from_keypoints(
         min_size: lower bound on the unpadded box side, so one or two labelled points still give a crop.
         grid: > 0: the keypoints' extent is widened outwards to multiples of ``grid`` pixels (``REFINE_BOX_GRID``).
     """
-    pts = np.asarray(keypoints_xy, dtype=np.float64)
-    mask = np.isfinite(pts).all(axis=1)
-    if visible is not None:
-        mask &= np.asarray(visible) > 0
-    if not mask.any():
+    extent = keypoint_extent(keypoints_xy, visible)
+    if extent is None:
         raise ValueError("no labelled keypoint to build a box from; pass a box or label at least one keypoint")
-    lo, hi = pts[mask].min(axis=0), pts[mask].max(axis=0)
+    lo, hi = extent
     if grid > 0:  # a point within 1e-3 grid steps of a grid line counts as on it: decodes such as MSRA land there
         lo, hi = np.floor(lo / grid + 1e-3) * grid, np.ceil(hi / grid - 1e-3) * grid
     w, h = max(hi[0] - lo[0], min_size), max(hi[1] - lo[1], min_size)

@@ -31,6 +31,7 @@ import numpy as np
 
 from tardis_edge.data.dataset import PoseDataset, image_key
 from tardis_edge.data.sample import KeypointSchema, Sample
+from tardis_edge.geometry import keypoint_extent
 from tardis_edge.multi import instance_score
 
 DEFAULT_OKS_SIGMA = 0.1
@@ -75,11 +76,7 @@ def _check_inputs(
 
 def _labelled_box(sample: Sample) -> tuple[np.ndarray, np.ndarray] | None:
     """``(low corner, high corner)`` of the labelled keypoints, or None if none is labelled."""
-    mask = sample.visible > 0
-    if not mask.any():
-        return None
-    points = sample.keypoints_xy[mask].astype(np.float64)
-    return points.min(axis=0), points.max(axis=0)
+    return keypoint_extent(sample.keypoints_xy, sample.visible)
 
 
 def object_area(sample: Sample) -> float:
@@ -89,11 +86,11 @@ def object_area(sample: Sample) -> float:
         return float(area)
     if sample.bbox_xywh is not None and sample.bbox_xywh[2] * sample.bbox_xywh[3] > 0:
         return float(sample.bbox_xywh[2] * sample.bbox_xywh[3])
-    box = _labelled_box(sample)
-    if box is None:
+    # one labelled point: a 1 px area rather than a division by 0
+    area = keypoint_box_area(np.where((sample.visible > 0)[:, None], sample.keypoints_xy, np.nan))
+    if not np.isfinite(area):
         raise ValueError(f"sample {sample.sample_id} has no area, bbox or labelled keypoint")
-    size = box[1] - box[0]
-    return max(float(size[0] * size[1]), 1.0)  # one labelled point: a 1 px area rather than a division by 0
+    return area
 
 
 def pck_normalizers(samples: Sequence[Sample], normalizer: str) -> np.ndarray:
@@ -374,11 +371,10 @@ def keypoint_box_area(keypoints_xy: np.ndarray) -> float:
 
     The OKS scale of an animal without an annotated area or box (the convention of ``object_area``).
     """
-    points = np.asarray(keypoints_xy, dtype=np.float64)
-    points = points[np.isfinite(points).all(axis=-1)]
-    if not len(points):
+    extent = keypoint_extent(keypoints_xy)
+    if extent is None:
         return float("nan")
-    size = points.max(axis=0) - points.min(axis=0)
+    size = extent[1] - extent[0]
     return max(float(size[0] * size[1]), 1.0)
 
 
