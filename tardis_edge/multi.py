@@ -95,8 +95,9 @@ def instance_score(scores: np.ndarray) -> np.ndarray:
 
 
 def _animal_size(keypoints: np.ndarray, ok: np.ndarray) -> float:
-    pts = keypoints[ok]
-    return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0))) if len(pts) > 1 else 1.0
+    """The diagonal of the confident keypoints' extent (1 for fewer than two)."""
+    extent = geometry.keypoint_extent(keypoints, ok)
+    return float(np.linalg.norm(extent[1] - extent[0])) if extent is not None and ok.sum() > 1 else 1.0
 
 
 def deduplicate(keypoints: np.ndarray, scores: np.ndarray, cfg: MultiConfig, min_score: float) -> tuple[list[int], int]:
@@ -107,21 +108,23 @@ def deduplicate(keypoints: np.ndarray, scores: np.ndarray, cfg: MultiConfig, min
     """
     strength = instance_score(scores)
     kept: list[int] = []
+    sizes: dict[int, tuple[np.ndarray, float]] = {}  # kept pose -> (its confident keypoints, its size)
     for i in np.argsort(-strength, kind="stable"):
         ok = confident(keypoints[i], scores[i], min_score)
         if ok.sum() < min(cfg.min_keypoints, len(ok)):  # a model with fewer keypoints needs all of them
             continue
         duplicate = False
         for j in kept:
-            both = ok & confident(keypoints[j], scores[j], min_score)
+            ok_j, size_j = sizes[j]
+            both = ok & ok_j
             if both.any():
                 distance = np.median(np.linalg.norm(keypoints[i][both] - keypoints[j][both], axis=-1))
-                ok_j = confident(keypoints[j], scores[j], min_score)
-                if distance < cfg.duplicate_distance * _animal_size(keypoints[j], ok_j):
+                if distance < cfg.duplicate_distance * size_j:
                     duplicate = True
                     break
         if not duplicate:
             kept.append(int(i))
+            sizes[int(i)] = (ok, _animal_size(keypoints[i], ok))
     dropped = 0
     if cfg.max_animals and len(kept) > cfg.max_animals:
         dropped = len(kept) - cfg.max_animals
