@@ -48,14 +48,11 @@ SLEAP_NN = {"recall": 0.93, "idf1": 0.97, "fps": 10.0, "source": "issue text, sa
 def test_frames(labels_path: Path) -> tuple[list[list], object]:
     """The labelled flies of frames 1000-1499, one list per frame, in frame order."""
     from tardis_edge.data import load_dataset
-    from tardis_edge.data.dataset import image_key
+    from tardis_edge.data.dataset import group_by_image
 
     dataset = load_dataset(labels_path)
-    frames: dict[str, list] = {}
-    for s in dataset.samples:
-        if TEST_FRAMES[0] <= (s.frame_index or 0) < TEST_FRAMES[1]:
-            frames.setdefault(image_key(s), []).append(s)
-    return sorted(frames.values(), key=lambda g: g[0].frame_index), dataset.schema
+    test = [s for s in dataset.samples if TEST_FRAMES[0] <= (s.frame_index or 0) < TEST_FRAMES[1]]
+    return sorted(group_by_image(test), key=lambda g: g[0].frame_index), dataset.schema
 
 
 def read_predictions(slp: Path, names: list[str]) -> dict[int, tuple]:

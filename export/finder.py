@@ -45,14 +45,10 @@ def finder_frames(source: Any, part: str, count: int, seed: int = 0) -> tuple[li
     """Up to ``count`` whole frames of the run's ``part`` (``train`` or ``test``), one per image, seeded."""
     from export.source import load_split
     from tardis_edge.data import read_sample_image
-    from tardis_edge.data.dataset import image_key
+    from tardis_edge.data.dataset import group_by_image
 
     _, train, test = load_split(source)
-    samples = (train if part == "train" else test).samples
-    firsts: dict[str, Any] = {}
-    for s in samples:
-        firsts.setdefault(image_key(s), s)
-    chosen = list(firsts.values())
+    chosen = [group[0] for group in group_by_image((train if part == "train" else test).samples)]
     rng = np.random.default_rng(seed)
     chosen = [chosen[i] for i in sorted(rng.permutation(len(chosen))[:count])]
     return [read_sample_image(s) for s in chosen], f"{len(chosen)} frames of the run's {part} part"

@@ -619,13 +619,13 @@ def adapt_run(cfg, device: torch.device) -> dict:
     """Run the adaptation described by ``cfg`` (an ``adapted_config``): predict, pseudo-label, fine-tune, evaluate,
     report. Resumable; returns the report."""
     from tardis_edge.config import save_config
+    from tardis_edge.data.dataset import group_by_image
     from tardis_edge.data.frame_cache import cache_video_frames
     from tardis_edge.data.video import video_info
     from tardis_edge.multi import MultiConfig
     from tardis_edge.provenance import versions
     from tardis_edge.splits import SPLIT_FILE
     from training.common import Dist, mark_stage_done, read_stage_summary, setup_logging, stage_is_done, write_json
-    from training.finder import group_by_image
     from training.full import load_data, stage_evaluate
     from training.keypoints import run_keypoints
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tardis_edge import geometry
 from tardis_edge.augment import PhotometricConfig, photometric
+from tardis_edge.data.dataset import group_by_image
 from tardis_edge.finder import NUM_CHANNELS, FinderConfig, encode_targets, instance_box
 from training.common import (
     Dist,
@@ -60,16 +61,6 @@ class FinderTrainConfig:
     time_budget_s: float = 0.0  # kept for lr_at/Clock; 0 = count epochs only
     photometric: PhotometricConfig = field(default_factory=lambda: PhotometricConfig(dropout_prob=0.1))
     decode: FinderConfig = field(default_factory=FinderConfig)
-
-
-def group_by_image(samples: list) -> list[list]:
-    """Samples (one per animal) grouped per image, in first-seen order."""
-    from tardis_edge.data.dataset import image_key
-
-    groups: dict[str, list] = {}
-    for s in samples:
-        groups.setdefault(image_key(s), []).append(s)
-    return list(groups.values())
 
 
 def wants_finder(cfg: FinderTrainConfig, images: list[list]) -> bool:

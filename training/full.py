@@ -393,7 +393,7 @@ def stage_evaluate(cfg: FullConfig, run_dir: Path, dataset, split: Split, test, 
         LOG.warning("evaluate: the test part has no labelled sample (%s); no test metrics", split.describe)
     finder_entry = None
     if finder is not None:
-        from training.finder import group_by_image
+        from tardis_edge.data.dataset import group_by_image
         from training.multi_eval import evaluate_multi
 
         most = max(len(g) for g in group_by_image(list(split.apply(dataset)[0].samples)))
@@ -523,7 +523,8 @@ def run(cfg: FullConfig) -> int:
             stage_keypoints(cfg, run_dir, dataset, train, val, device, d)
         timings["keypoints_s"] = time.time() - t
     if "finder" in wanted:
-        from training.finder import group_by_image, wants_finder
+        from tardis_edge.data.dataset import group_by_image
+        from training.finder import wants_finder
 
         if wants_finder(cfg.finder, group_by_image(list(train.samples))):
             t = time.time()

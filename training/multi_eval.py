@@ -118,8 +118,8 @@ def evaluate_multi(
         cfg: the run's ``FullConfig`` (``keypoints.predict``, ``finder.decode``, ``multi``).
         most_animals: the most animals seen in one training image (default for ``max_animals``).
     """
+    from tardis_edge.data.dataset import group_by_image
     from tardis_edge.metrics import evaluate_multi_animal
-    from training.finder import group_by_image
 
     predict: PredictConfig = cfg.keypoints.predict
     perm = flip_indices_from_pairs(schema.num_keypoints, schema.flip_pairs)

@@ -26,6 +26,14 @@ def image_key(sample: Sample) -> str:
     return f"{sample.video_path}#{sample.frame_index}"
 
 
+def group_by_image(samples: Sequence[Sample]) -> list[list[Sample]]:
+    """The samples (one animal each) grouped per image (``image_key``), images in first-seen order."""
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(image_key(s), []).append(s)
+    return list(groups.values())
+
+
 def animals_per_image(samples: Sequence[Sample] | PoseDataset) -> dict[str, int]:
     """How many labelled animals each image holds: ``image_key`` -> number of samples with ``labelled=True``.
 
