@@ -83,3 +83,19 @@ def test_frames_without_animals_give_empty_rows_not_a_crash(tiny_multi_artifact,
     assert item["frames_processed"] == 6 and item["bad_frames"] == 0
     (h5,) = (tmp_path / "out").glob("empty*_el.h5")
     assert len(pd.read_hdf(h5)) == 6  # a row per frame, found or not
+
+
+def test_finder_graphs_are_verified_against_the_pytorch_finder(tiny_multi_artifact):
+    """Every exported finder graph runs in ONNX Runtime on held-out frames and is compared with the PyTorch finder on
+    what the runtime does with it: the animals found per frame and their centres (``export.finder.verify_finder``)."""
+    from export.finder import FINDER_FP32_MAX_OUTPUT_DEV, verify_finder
+    from export.source import load_source
+    from tardis_edge.artifact import ArtifactMetadata
+
+    models = ArtifactMetadata.load(tiny_multi_artifact).finder["models"]
+    report = verify_finder(load_source(tiny_multi_artifact.parent), tiny_multi_artifact, models)
+    assert set(report["graphs"]) == set(models) >= {"fp32", "int8_cpu", "int8_qdq"}
+    fp32 = report["graphs"]["fp32"]
+    assert fp32["max_output_dev"] <= FINDER_FP32_MAX_OUTPUT_DEV and fp32["failure"] is None
+    assert fp32["count_agreement"] == 1.0 and fp32["max_centre_dev_cells"] == 0.0
+    assert fp32["animals_graph"] == fp32["animals_pytorch"]
