@@ -529,11 +529,10 @@ def pose_area(keypoints_xy: np.ndarray) -> float:
     Equal to the box area ``w h`` for a square box, but unlike it the same for an animal at any heading (a straight
     one walking along x has a box of height ~0), so a track's scale does not swing as the animal turns.
     """
-    points = np.asarray(keypoints_xy, dtype=np.float64)
-    points = points[np.isfinite(points).all(axis=-1)]
-    if not len(points):
+    extent = geometry.keypoint_extent(keypoints_xy)
+    if extent is None:
         return float("nan")
-    w, h = points.max(axis=0) - points.min(axis=0)
+    w, h = extent[1] - extent[0]
     return max(float(w * w + h * h) / 2.0, 1.0)
 
 
